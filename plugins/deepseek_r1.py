@@ -1,0 +1,36 @@
+"""qresearch's DeepSeek-R1-Distill-Llama-8B SAE: one ``…-SAE-l{layer}.pt`` state dict
+in nn.Linear layout (``encoder.weight``, ``decoder.weight``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from saereg.catalog import Release, SAEEntry
+from saereg.hookspecs import Format, hookimpl
+
+_FILE = re.compile(r"-SAE-l(\d+)\.pt$")
+
+
+class DeepSeekR1Format(Format):
+    name = "deepseek_r1"
+    summary = "qresearch DeepSeek-R1-Distill-Llama-8B SAE (.pt state dict)"
+
+    def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
+        match = _FILE.search(entry.path)
+        if not match:
+            raise ValueError(f"path {entry.path!r} does not end in -SAE-l{{layer}}.pt")
+        layer = int(match.group(1))
+        return {
+            "hook_name": f"blocks.{layer}.hook_resid_post",
+            "hook_layer": layer,
+            "d_in": 4096,
+            "architecture": "relu",
+            "context_size": 1024,
+            "normalize_activations": "none",
+        }
+
+
+@hookimpl
+def saereg_formats() -> list[Format]:
+    return [DeepSeekR1Format()]

@@ -1,0 +1,61 @@
+"""Qwen Scope: TopK SAEs on Qwen3 / Qwen3.5 residual streams, ``layer{L}.sae.pt``.
+
+The repository name carries the model, the width and k:
+``Qwen/SAE-Res-{model}-W{N}K-L0_{k}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from saereg.catalog import Release, SAEEntry
+from saereg.hookspecs import Format, hookimpl
+
+_REPO = re.compile(r"SAE-Res-(.+)-W(\d+)K-L0_(\d+)$")
+_FILE = re.compile(r"^layer(\d+)\.sae\.pt$")
+#: Residual width of each supported model.
+MODEL_WIDTH = {
+    "Qwen3-1.7B-Base": 2048,
+    "Qwen3-8B-Base": 4096,
+    "Qwen3-30B-A3B-Base": 2048,
+    "Qwen3.5-2B-Base": 2048,
+    "Qwen3.5-9B-Base": 4096,
+    "Qwen3.5-27B": 5120,
+    "Qwen3.5-35B-A3B-Base": 2048,
+}
+
+
+class QwenScopeFormat(Format):
+    name = "qwen_scope"
+    summary = "Qwen Scope TopK SAEs (layer{L}.sae.pt)"
+
+    def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
+        repo = _REPO.search(release.repo_id or "")
+        if not repo:
+            raise ValueError(
+                f"repository {release.repo_id!r} does not match Qwen Scope's "
+                "SAE-Res-{model}-W{N}K-L0_{k} naming"
+            )
+        layer_match = _FILE.match(entry.path)
+        if not layer_match:
+            raise ValueError(f"path {entry.path!r} is not a Qwen Scope layer{{L}}.sae.pt file")
+        layer = int(layer_match.group(1))
+        out: dict[str, Any] = {
+            "hook_name": f"blocks.{layer}.hook_resid_post",
+            "hf_hook_name": f"model.layers.{layer}",
+            "hook_layer": layer,
+            "d_sae": int(repo.group(2)) * 1024,
+            "k": int(repo.group(3)),
+            "architecture": "topk",
+            "context_size": 1024,
+            "normalize_activations": "none",
+        }
+        if repo.group(1) in MODEL_WIDTH:
+            out["d_in"] = MODEL_WIDTH[repo.group(1)]
+        return out
+
+
+@hookimpl
+def saereg_formats() -> list[Format]:
+    return [QwenScopeFormat()]

@@ -1,0 +1,285 @@
+"""Release files → frozen dataclasses.
+
+A release file is parsed once, migrated to the current schema version, and turned into
+`Release` / `SAEEntry` objects whose SAE-level fields already include the release's
+`defaults`. Nothing here imports torch or jsonschema: this module sits on the resolve
+path, which must stay fast (see benchmarks/bench_registry.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .errors import ReleaseFileError
+
+try:  # libyaml is ~10x faster; fall back to the pure-Python loader where it is missing.
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+CURRENT_SCHEMA = 1
+
+#: SAE fields a release's `defaults` may set for all of its entries.
+INHERITABLE = (
+    "architecture",
+    "d_in",
+    "d_out",
+    "d_sae",
+    "k",
+    "context_size",
+    "normalize_activations",
+    "nested_widths",
+    "dataset",
+    "hook_name_out",
+)
+
+#: Fields every SAE must state (in the entry or through defaults), even if only as null.
+REQUIRED_SAE_FIELDS = ("hook_name", "hook_layer", "d_sae", "context_size", "normalize_activations")
+
+
+@dataclass(frozen=True)
+class SAEEntry:
+    """One SAE of a release, with the release defaults already applied."""
+
+    id: str
+    path: str
+    hook_name: str | None = None
+    hook_layer: int | None = None
+    d_sae: int | None = None
+    context_size: int | None = None
+    normalize_activations: str | None = None
+    architecture: str | None = None
+    d_in: int | None = None
+    d_out: int | None = None
+    k: int | None = None
+    hook_name_out: str | None = None
+    hf_hook_name: str | None = None
+    nested_widths: tuple[int, ...] | None = None
+    dataset: str | None = None
+    neuronpedia: str | None = None
+    l0: float | None = None
+    variance_explained: float | None = None
+    norm_scaling_factor: float | None = None
+    sha256: Mapping[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+SAE_FIELDS = tuple(f.name for f in fields(SAEEntry))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release: where its files live, which format reads them, and its SAEs."""
+
+    name: str
+    format: str
+    publisher: str
+    model: str
+    revision: str | None
+    saes: tuple[SAEEntry, ...]
+    repo_id: str | None = None
+    base_url: str | None = None
+    license: str | None = None
+    description: str | None = None
+    links: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    model_from_pretrained_kwargs: Mapping[str, Any] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    source_file: str | None = None
+
+    def sae(self, sae_id: str) -> SAEEntry | None:
+        for entry in self.saes:
+            if entry.id == sae_id:
+                return entry
+        return None
+
+    @property
+    def location(self) -> str:
+        """Human-readable origin of the files: the hub repo or the base URL."""
+        return self.repo_id or self.base_url or "?"
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 is the SAELens `pretrained_saes.yaml` shape of one release.
+
+    It names the converter `conversion_func` (null meaning the SAELens-native layout),
+    may carry a `config_overrides` mapping, and has no publisher field.
+    """
+    doc = dict(doc)
+    conversion = doc.pop("conversion_func", None)
+    doc.setdefault("format", conversion or "saelens")
+    overrides = dict(doc.pop("config_overrides", None) or {})
+    kwargs = overrides.pop("model_from_pretrained_kwargs", None)
+    if kwargs:
+        doc.setdefault("model_from_pretrained_kwargs", kwargs)
+    defaults = dict(doc.get("defaults") or {})
+    if "dataset_path" in overrides:
+        defaults.setdefault("dataset", overrides.pop("dataset_path"))
+    if "normalize_activations" in overrides:
+        defaults.setdefault("normalize_activations", overrides.pop("normalize_activations"))
+    if defaults:
+        doc["defaults"] = defaults
+    if "publisher" not in doc:
+        repo = doc.get("repo_id") or ""
+        doc["publisher"] = repo.split("/", 1)[0] if "/" in repo else "unknown"
+    doc.setdefault("revision", None)
+    saes = []
+    for entry in doc.get("saes") or []:
+        if isinstance(entry, dict) and not isinstance(entry.get("path"), str | type(None)):
+            entry = {**entry, "path": str(entry["path"])}
+        saes.append(entry)
+    doc["saes"] = saes
+    doc["schema"] = 1
+    return doc
+
+
+#: from-version → function returning the document at from-version + 1.
+MIGRATIONS: dict[int, Any] = {0: _migrate_0_to_1}
+
+
+def migrate(doc: dict[str, Any], where: str = "<release>") -> dict[str, Any]:
+    """Bring a parsed release document up to CURRENT_SCHEMA, one version at a time."""
+    version = doc.get("schema")
+    if version is None:
+        raise ReleaseFileError(
+            f"{where}: missing 'schema:' (the schema version); add 'schema: {CURRENT_SCHEMA}' "
+            "as the first line"
+        )
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ReleaseFileError(f"{where}: 'schema' must be an integer, got {version!r}")
+    if version > CURRENT_SCHEMA:
+        raise ReleaseFileError(
+            f"{where}: schema version {version} is newer than this saereg understands "
+            f"(it knows versions 0 to {CURRENT_SCHEMA}); upgrade saereg"
+        )
+    while version < CURRENT_SCHEMA:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ReleaseFileError(
+                f"{where}: unknown schema version {version}; known versions are "
+                f"{', '.join(str(v) for v in sorted([*MIGRATIONS, CURRENT_SCHEMA]))}"
+            )
+        doc = step(doc)
+        version = doc["schema"]
+    return doc
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader/SafeLoader only
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ReleaseFileError(f"{where}{line}: not valid YAML: {problem}") from None
+
+
+def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Release:
+    """Build the frozen Release from a document that already follows the current schema.
+
+    Only the structure needed to build objects is checked here; full checking is
+    `saereg validate` (schema.py and lint.py).
+    """
+    where = source_file or doc.get("name", "<release>")
+    defaults = dict(doc.get("defaults") or {})
+    saes = []
+    for i, raw in enumerate(doc.get("saes") or []):
+        if not isinstance(raw, dict) or "id" not in raw or "path" not in raw:
+            raise ReleaseFileError(f"{where}: saes[{i}] needs at least 'id' and 'path'")
+        values = {k: v for k, v in defaults.items() if k in INHERITABLE}
+        values.update({k: v for k, v in raw.items() if k in SAE_FIELDS})
+        values["id"] = str(values["id"])
+        values["path"] = str(values["path"])
+        if values.get("nested_widths") is not None:
+            values["nested_widths"] = tuple(values["nested_widths"])
+        if values.get("sha256") is not None:
+            values["sha256"] = MappingProxyType(dict(values["sha256"]))
+        saes.append(SAEEntry(**values))
+    try:
+        return Release(
+            name=doc["name"],
+            format=doc["format"],
+            publisher=doc.get("publisher", "unknown"),
+            model=doc["model"],
+            revision=doc.get("revision"),
+            saes=tuple(saes),
+            repo_id=doc.get("repo_id"),
+            base_url=doc.get("base_url"),
+            license=doc.get("license"),
+            description=doc.get("description"),
+            links=MappingProxyType(dict(doc.get("links") or {})),
+            model_from_pretrained_kwargs=doc.get("model_from_pretrained_kwargs"),
+            defaults=MappingProxyType(defaults),
+            source_file=source_file,
+        )
+    except KeyError as exc:
+        raise ReleaseFileError(f"{where}: missing required field {exc.args[0]!r}") from None
+
+
+def read_release_file(path: str | os.PathLike[str]) -> Release:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror}") from None
+    doc = load_yaml(text, str(path))
+    if not isinstance(doc, dict):
+        raise ReleaseFileError(f"{path}: a release file must be a YAML mapping")
+    doc = migrate(doc, str(path))
+    return release_from_doc(doc, str(path))
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def builtin_release_dir() -> Path:
+    """The releases shipped with saereg: inside the wheel, or beside registry/ in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "releases", here.parent / "releases"):
+        if candidate.is_dir():
+            return candidate
+    return here / "releases"
+
+
+def builtin_schema_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    return here / "schemas"
+
+
+def release_files(directory: Path) -> Iterator[Path]:
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.endswith(".yaml") and not name.startswith("."):
+            yield directory / name
+
+
+def release_names(directory: Path) -> list[str]:
+    return [p.name[: -len(".yaml")] for p in release_files(directory)]
