@@ -22,7 +22,9 @@ from .errors import UnknownReferenceError
 
 RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NEURONPEDIA_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
-HF_REPO_PATH_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:/(.+))?$")
+HF_REPO_PATH_RE = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:/(.+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,21 @@ def check_relative_path(path: str, what: str) -> None:
         raise UnknownReferenceError(f"{what}: path {path!r} is absolute; paths are relative.")
     if ".." in re.split(r"[/\\]", path):
         raise UnknownReferenceError(f"{what}: path {path!r} contains '..'.")
+
+
+def best_matches(groups: Iterable[tuple[str, Iterable[str]]], n: int = 3) -> tuple[str, ...]:
+    """Rank candidates from several pools, each compared with its own word, best first."""
+    scored: list[tuple[float, str]] = []
+    for word, candidates in groups:
+        for cand in close_matches(word, candidates, n=n):
+            score = difflib.SequenceMatcher(None, word, cand).ratio()
+            scored.append((score, cand))
+    scored.sort(key=lambda t: -t[0])
+    out: list[str] = []
+    for _, cand in scored:
+        if cand not in out:
+            out.append(cand)
+    return tuple(out[:n])
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> tuple[str, ...]:

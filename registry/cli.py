@@ -1,0 +1,410 @@
+"""The `saereg` command line. Exit codes: 0 ok, 1 failure, 2 bad usage or unknown reference.
+
+Each command imports what it needs when it runs, so `saereg resolve` stays a
+short-lived process that never imports torch or jsonschema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from .resolver import resolve
+
+    info = resolve(args.ref)
+    data = info.to_dict()
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    rows = [
+        ("release", info.release),
+        ("id", info.id),
+        ("model", info.model),
+        ("publisher", info.publisher),
+        ("format", info.format),
+        ("repo_id" if info.repo_id else "base_url", info.repo_id or info.base_url),
+        ("revision", info.revision or "not pinned (default branch)"),
+        ("path", info.path),
+        ("hook_name", info.hook_name),
+        ("hook_layer", info.hook_layer),
+    ]
+    for name in ("hook_name_out", "hf_hook_name"):
+        if data[name] is not None:
+            rows.append((name, data[name]))
+    rows += [
+        ("architecture", info.architecture),
+        ("d_in", info.d_in),
+        ("d_sae", info.d_sae),
+    ]
+    for name in ("d_out", "k", "nested_widths"):
+        if data[name] is not None:
+            rows.append((name, data[name]))
+    rows += [
+        ("context_size", info.context_size),
+        ("normalization", info.normalize_activations),
+    ]
+    if info.norm_scaling_factor is not None:
+        rows.append(("norm_scaling_factor", info.norm_scaling_factor))
+    rows += [
+        ("dataset", info.dataset),
+        ("neuronpedia", info.neuronpedia or "none"),
+        ("neuronpedia_url", info.neuronpedia_url or "none"),
+        ("l0", info.l0),
+        ("variance_explained", info.variance_explained),
+        ("license", info.license),
+    ]
+    if info.model_from_pretrained_kwargs:
+        rows.append(("model_kwargs", dict(info.model_from_pretrained_kwargs)))
+    for key, url in info.links.items():
+        rows.append((f"link.{key}", url))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {_fmt(value)}")
+    return EXIT_OK
+
+
+def _parse_width(text: str) -> int:
+    text = text.strip().lower()
+    try:
+        if text.endswith("k"):
+            return int(float(text[:-1]) * 1024)
+        if text.endswith("m"):
+            return int(float(text[:-1]) * 1024 * 1024)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid width {text!r}: use a number of latents such as 16384 or 16k"
+        ) from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .resolver import list_saes
+
+    records = list_saes(
+        model=args.model,
+        release=args.release,
+        hook=args.hook,
+        layer=args.layer,
+        width=args.width,
+        format=args.format,
+    )
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    if not records:
+        print("No SAEs match these filters.", file=sys.stderr)
+        return EXIT_OK
+    header = ("reference", "hook_name", "layer", "d_sae", "neuronpedia")
+    table = [
+        (
+            f"{r['release']}/{r['id']}",
+            r["hook_name"] or "?",
+            _fmt(r["hook_layer"]),
+            _fmt(r["d_sae"]),
+            r["neuronpedia"] or "",
+        )
+        for r in records
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(records)} SAEs", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .resolver import get_release
+
+    rel = get_release(args.release)
+    layers = sorted({e.hook_layer for e in rel.saes if e.hook_layer is not None})
+    widths = sorted({e.d_sae for e in rel.saes if e.d_sae is not None})
+    hooks = sorted(
+        {
+            (e.hook_layer if e.hook_layer is not None else -1, e.hook_name)
+            for e in rel.saes
+            if e.hook_name
+        }
+    )
+    hooks = list(dict.fromkeys(h for _, h in hooks))
+    summary = {
+        "name": rel.name,
+        "format": rel.format,
+        "publisher": rel.publisher,
+        "model": rel.model,
+        "repo_id": rel.repo_id,
+        "base_url": rel.base_url,
+        "revision": rel.revision,
+        "license": rel.license,
+        "links": dict(rel.links),
+        "defaults": dict(rel.defaults),
+        "n_saes": len(rel.saes),
+        "layers": layers,
+        "widths": widths,
+        "hooks": hooks,
+        "with_neuronpedia": sum(1 for e in rel.saes if e.neuronpedia),
+        "saes": [e.id for e in rel.saes],
+        "file": rel.source_file,
+    }
+    if args.json:
+        _print_json(summary)
+        return EXIT_OK
+    print(f"{rel.name}  ({rel.format} format, {len(rel.saes)} SAEs)")
+    print(f"  model       {rel.model}")
+    print(f"  publisher   {rel.publisher}")
+    print(f"  location    {rel.location}")
+    print(f"  revision    {rel.revision or 'not pinned'}")
+    print(f"  license     {_fmt(rel.license)}")
+    for key, url in rel.links.items():
+        print(f"  {key:<11} {url}")
+    for key, value in rel.defaults.items():
+        print(f"  default     {key} = {_fmt(value)}")
+    print(f"  layers      {_fmt(layers) if layers else 'unknown'}")
+    print(f"  widths      {_fmt(widths) if widths else 'unknown'}")
+    shown = hooks[:6]
+    more = f" (+{len(hooks) - 6} more)" if len(hooks) > 6 else ""
+    print(f"  hooks       {', '.join(shown)}{more}")
+    print(f"  neuronpedia {summary['with_neuronpedia']} of {len(rel.saes)} SAEs have an id")
+    print("  ids:")
+    limit = None if args.all else 20
+    for e in rel.saes[:limit]:
+        print(f"    {e.id}")
+    if limit is not None and len(rel.saes) > limit:
+        print(f"    … {len(rel.saes) - limit} more (--all lists every id)")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .catalog import builtin_release_dir, release_files
+    from .lint import validate_paths
+    from .plugin_manager import get_registry
+    from .resolver import release_dirs
+
+    registry = get_registry()
+    paths = [Path(p) for p in args.paths] or [builtin_release_dir()]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"saereg validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    catalogue = [f for d in release_dirs() for f in release_files(d)]
+    result = validate_paths(paths, registry.formats, catalogue=catalogue)
+    if args.json:
+        _print_json(
+            {
+                "ok": result.ok,
+                "files": result.files,
+                "findings": [
+                    {
+                        "file": f.file,
+                        "line": f.line,
+                        "json_path": f.json_path,
+                        "severity": f.severity,
+                        "code": f.code,
+                        "message": f.message,
+                    }
+                    for f in result.findings
+                ],
+            }
+        )
+    else:
+        print(result.render(hints=not args.no_hints))
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugin_manager import DISABLE_ENV, get_registry
+
+    registry = get_registry()
+    rows = [
+        {
+            "name": i.name,
+            "distribution": i.distribution,
+            "version": i.version,
+            "builtin": i.builtin,
+            "enabled": i.enabled,
+            "module": i.module,
+            "formats": list(i.formats),
+            "error": i.error,
+        }
+        for i in registry.infos
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        state = (
+            "enabled" if r["enabled"] else ("failed: " + r["error"] if r["error"] else "disabled")
+        )
+        origin = "built-in" if r["builtin"] else "third-party"
+        print(
+            f"{r['name']:<22} {r['distribution']} {r['version']:<10} {origin:<11} {state:<8} "
+            f"formats: {', '.join(r['formats']) or '-'}"
+        )
+    print(
+        f"({len(rows)} plugins; set {DISABLE_ENV}=1 to disable third-party plugins, "
+        f"or {DISABLE_ENV}=name,... to disable some)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_saelens, write_outputs
+    from .plugin_manager import get_registry
+
+    cards: dict[str, Path] = {}
+    for spec in args.model_card or []:
+        repo, sep, path = spec.partition("=")
+        if not sep:
+            print(f"saereg import: --model-card takes REPO_ID=FILE, got {spec!r}", file=sys.stderr)
+            return EXIT_USAGE
+        cards[repo] = Path(path)
+    sources = [Path(args.path), *(Path(t) for t in args.tables or []), *cards.values()]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        print(f"saereg import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    outputs, report = import_saelens(
+        Path(args.path), get_registry().formats, [Path(t) for t in args.tables or []], cards
+    )
+    stale = write_outputs(outputs, Path(args.out))
+    text = report.render()
+    if stale:
+        text += f"Files in {args.out} not produced by this import (left untouched): {stale}\n"
+    if args.report:
+        Path(args.report).write_text(text, encoding="utf-8")
+        print(text.split("Repaired")[0].rstrip())
+        print(f"Full report: {args.report}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saereg",
+        description="Registry and format-conversion hub for pretrained sparse autoencoders.",
+        epilog="References: RELEASE/SAE_ID, a Neuronpedia id (gpt2-small/8-res-jb), or "
+        "hf:ORG/REPO/PATH. Exit codes: 0 ok, 1 failure, 2 bad usage or unknown reference.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"saereg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("resolve", help="print everything the catalogue knows about one SAE")
+    p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser("list", help="list SAEs of the whole catalogue, filtered")
+    p.add_argument("--model", help="model name glob, e.g. gemma-2-2b or 'gemma-2-*'")
+    p.add_argument("--release", help="release name glob, e.g. 'gemma-scope-2b-*'")
+    p.add_argument("--hook", help="hook name glob, e.g. '*hook_resid_post'")
+    p.add_argument("--layer", type=int, help="hook layer")
+    p.add_argument("--width", type=_parse_width, help="d_sae, e.g. 16384 or 16k")
+    p.add_argument("--format", help="format plugin name, e.g. gemma_scope")
+    p.add_argument("--json", action="store_true", help="print records as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="summarise one release")
+    p.add_argument("release")
+    p.add_argument("--all", action="store_true", help="list every SAE id")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "validate",
+        help="check release files: schema, then a reviewer's lints",
+        description="Check release files against the schema and the lints a reviewer would "
+        "do by hand. Errors block (exit 1); hints are advisory.",
+    )
+    p.add_argument(
+        "paths", nargs="*", help="files or directories (default: the built-in catalogue)"
+    )
+    p.add_argument("--no-hints", action="store_true", help="print only blocking errors")
+    p.add_argument("--json", action="store_true", help="print findings as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plugins", help="list installed plugins and their formats")
+    p.add_argument("--json", action="store_true", help="print plugins as JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("import", help="import an upstream catalogue into release files")
+    isub = p.add_subparsers(dest="source", metavar="SOURCE")
+    isub.required = True
+    q = isub.add_parser(
+        "saelens",
+        help="SAELens' pretrained_saes.yaml",
+        description="Write one release file per release of SAELens' pretrained_saes.yaml, "
+        "joining metadata tables and model cards. Deterministic: re-running gives "
+        "byte-identical files.",
+    )
+    q.add_argument("path", help="path to pretrained_saes.yaml")
+    q.add_argument(
+        "--tables",
+        nargs="*",
+        metavar="TABLE",
+        help="SAELens docs tables (.tsv, or the 2024 .md page), most trusted first",
+    )
+    q.add_argument(
+        "--model-card",
+        action="append",
+        metavar="REPO_ID=FILE",
+        help="a model card with a 'layer | SAE ID | width | l0 | explained variance' "
+        "table for the releases of REPO_ID (repeatable)",
+    )
+    q.add_argument("--out", default="releases", help="output directory (default: releases)")
+    q.add_argument("--report", help="write the full import report to this file")
+    q.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import SaeregError
+
+    try:
+        return int(args.func(args))
+    except SaeregError as exc:
+        print(f"saereg {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # `saereg list | head`
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The compiled catalogue index: every SAE of every release in one JSON file.
+
+`list`, Neuronpedia-id lookups and did-you-mean suggestions need the whole catalogue;
+parsing 170 YAML files each time costs about a second, so the parsed rows are kept in
+``$SAEREG_CACHE/index/catalog-v1.json``. The index carries a fingerprint of the release
+files it was built from (name, size, mtime) and is rebuilt only when one changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .catalog import builtin_release_dir, read_release_file, release_files
+from .settings import cache_dir
+
+INDEX_VERSION = 1
+
+#: Columns of one SAE row in the index, in order.
+ROW_FIELDS = (
+    "release",
+    "id",
+    "path",
+    "hook_name",
+    "hook_layer",
+    "d_sae",
+    "d_in",
+    "context_size",
+    "normalize_activations",
+    "architecture",
+    "neuronpedia",
+    "l0",
+)
+RELEASE_FIELDS = ("name", "format", "publisher", "model", "repo_id", "base_url", "file", "n_saes")
+
+
+@dataclass(frozen=True)
+class CatalogIndex:
+    releases: dict[str, dict[str, Any]]
+    rows: list[list[Any]]
+
+    def by_neuronpedia(self) -> dict[str, tuple[str, str]]:
+        col = ROW_FIELDS.index("neuronpedia")
+        return {r[col]: (r[0], r[1]) for r in self.rows if r[col]}
+
+    def records(self, rows: Sequence[list[Any]] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts, with the release's model, format and repository added."""
+        out = []
+        for row in self.rows if rows is None else rows:
+            rec = dict(zip(ROW_FIELDS, row, strict=True))
+            rel = self.releases[rec["release"]]
+            rec["model"] = rel["model"]
+            rec["format"] = rel["format"]
+            rec["repo_id"] = rel["repo_id"] or rel["base_url"]
+            out.append(rec)
+        return out
+
+
+def _fingerprint(dirs: Sequence[Path]) -> list[list[Any]]:
+    fp: list[list[Any]] = []
+    for d in dirs:
+        for path in release_files(d):
+            st = path.stat()
+            fp.append([str(path), st.st_size, st.st_mtime_ns])
+    return fp
+
+
+def _index_path() -> Path:
+    return cache_dir() / "index" / f"catalog-v{INDEX_VERSION}.json"
+
+
+def build_index(dirs: Sequence[Path]) -> CatalogIndex:
+    releases: dict[str, dict[str, Any]] = {}
+    rows: list[list[Any]] = []
+    for d in dirs:
+        for path in release_files(d):
+            rel = read_release_file(path)
+            if rel.name in releases:  # the first directory wins; `validate` reports clashes
+                continue
+            releases[rel.name] = {
+                "name": rel.name,
+                "format": rel.format,
+                "publisher": rel.publisher,
+                "model": rel.model,
+                "repo_id": rel.repo_id,
+                "base_url": rel.base_url,
+                "file": str(path),
+                "n_saes": len(rel.saes),
+            }
+            for e in rel.saes:
+                rows.append([rel.name, *(getattr(e, f) for f in ROW_FIELDS[1:])])
+    return CatalogIndex(releases, rows)
+
+
+def load_index(dirs: Sequence[Path] | None = None) -> CatalogIndex:
+    """The index for `dirs` (default: the built-in releases), rebuilt if stale."""
+    dirs = list(dirs) if dirs is not None else [builtin_release_dir()]
+    fingerprint = _fingerprint(dirs)
+    path = _index_path()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached.get("version") == INDEX_VERSION and cached.get("fingerprint") == fingerprint:
+            return CatalogIndex(cached["releases"], cached["rows"])
+    except (OSError, ValueError):
+        pass
+    index = build_index(dirs)
+    _write_atomically(
+        path,
+        {
+            "version": INDEX_VERSION,
+            "fingerprint": fingerprint,
+            "releases": index.releases,
+            "rows": index.rows,
+        },
+    )
+    return index
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Best effort: a read-only cache only costs speed, never correctness."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        return

@@ -1,0 +1,255 @@
+"""`saereg validate`: the schema plus the checks a reviewer would otherwise do by hand.
+
+Findings are split, as conda-forge's recipe linter does, into blocking **errors** (the
+file is wrong: the PR cannot merge) and advisory **hints** (worth a look, never fail).
+Every problem is reported, not just the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, release_files
+from .refs import close_matches
+from .schema import Finding, ParsedFile, check_schema, read_and_check
+
+_LAYER_IN_HOOK = re.compile(r"(?:^|\.)(?:blocks|layers)\.(\d+)(?:\.|$)")
+
+
+@dataclass
+class ValidationResult:
+    files: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def hints(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "hint"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def render(self, *, hints: bool = True, max_per_hint: int = 5) -> str:
+        """One report, errors first, that could be posted on a pull request as it is."""
+        lines: list[str] = []
+        errors = self.errors
+        if errors:
+            lines.append(f"## Errors ({len(errors)}) — these block merging")
+            lines.extend(f"- {f.render()}" for f in errors)
+        if hints and self.hints:
+            lines.append(f"## Hints ({len(self.hints)}) — advisory, not blocking")
+            by_code: dict[str, list[Finding]] = defaultdict(list)
+            for f in self.hints:
+                by_code[f.code].append(f)
+            for code, items in sorted(by_code.items()):
+                for f in items[:max_per_hint]:
+                    lines.append(f"- {f.render()}")
+                if len(items) > max_per_hint:
+                    lines.append(f"- … and {len(items) - max_per_hint} more [{code}] hints")
+        verdict = "FAILED" if errors else "OK"
+        lines.append(
+            f"{verdict}: {len(self.files)} release files, {len(errors)} errors, "
+            f"{len(self.hints)} hints"
+        )
+        return "\n".join(lines)
+
+
+def _layer_of(hook_name: str) -> int | None:
+    match = _LAYER_IN_HOOK.search(hook_name)
+    if match:
+        return int(match.group(1))
+    return 0 if hook_name == "hook_embed" else None
+
+
+def check_relative(path: str) -> str | None:
+    """Why `path` could escape its repository, or None if it is a safe relative path."""
+    if path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
+        return "is absolute; paths are relative to the repository"
+    if "://" in path:
+        return "is a URL; paths are relative to the repository (or base_url)"
+    if "\\" in path:
+        return "contains a backslash; use '/' between folders"
+    parts = path.split("/")
+    if ".." in parts:
+        return "contains '..'; a path must stay inside its repository"
+    if any(p in ("", ".") for p in parts[:-1]) or path.endswith("/."):
+        return "contains an empty or '.' segment"
+    return None
+
+
+def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]) -> None:
+    """Checks on one structurally valid (migrated) release document."""
+    file = parsed.file
+    add = parsed.findings.append
+
+    def at(path: tuple[Any, ...], message: str, code: str, severity: str = "error") -> None:
+        add(Finding(file, parsed.line_of(path), path, message, severity, code))
+
+    stem = Path(file).name.removesuffix(".yaml")
+    if doc["name"] != stem:
+        at(
+            ("name",),
+            f"release name {doc['name']!r} does not match the file name "
+            f"{Path(file).name!r}; rename the file to {doc['name']}.yaml",
+            "file-name",
+        )
+    known = sorted(formats)
+    if doc["format"] not in known:
+        guess = close_matches(doc["format"], known, n=1)
+        tip = f"; did you mean {guess[0]!r}?" if guess else ""
+        at(
+            ("format",),
+            f"unknown format {doc['format']!r}{tip} (installed formats: {', '.join(known)})",
+            "unknown-format",
+        )
+    if doc.get("revision") is None:
+        at(
+            ("revision",),
+            "revision is not pinned; pin the repository's current commit so the "
+            "files cannot change under users",
+            "unpinned-revision",
+            "hint",
+        )
+    defaults = doc.get("defaults") or {}
+    seen_ids: dict[str, int] = {}
+    for i, sae in enumerate(doc["saes"]):
+        here = ("saes", i)
+        sae_id = sae["id"]
+        if sae_id in seen_ids:
+            at(
+                (*here, "id"),
+                f"duplicate SAE id {sae_id!r} (first used at saes[{seen_ids[sae_id]}], "
+                f"line {parsed.line_of(('saes', seen_ids[sae_id], 'id'))})",
+                "duplicate-id",
+            )
+        else:
+            seen_ids[sae_id] = i
+        why = check_relative(sae["path"])
+        if why:
+            at((*here, "path"), f"path {sae['path']!r} {why}", "unsafe-path")
+        values = {k: v for k, v in defaults.items() if k in INHERITABLE}
+        values.update(sae)
+        missing = [f for f in REQUIRED_SAE_FIELDS if f not in values]
+        if missing:
+            at(
+                here,
+                f"SAE {sae_id!r} does not state {', '.join(missing)} (neither in the entry "
+                "nor in defaults); write null where upstream does not publish a value",
+                "missing-field",
+            )
+        hook = values.get("hook_name")
+        layer = values.get("hook_layer")
+        if isinstance(hook, str) and layer is not None:
+            implied = _layer_of(hook)
+            if implied is not None and implied != layer:
+                at(
+                    (*here, "hook_layer"),
+                    f"hook_layer {layer} does not match hook_name {hook!r} "
+                    f"(which is layer {implied})",
+                    "hook-layer",
+                )
+        widths = values.get("nested_widths")
+        if widths:
+            if any(b <= a for a, b in zip(widths, widths[1:], strict=False)):
+                at(
+                    (*here, "nested_widths"),
+                    f"nested_widths {widths} must be strictly increasing",
+                    "nested-widths",
+                )
+            elif values.get("d_sae") is not None and widths[-1] != values["d_sae"]:
+                at(
+                    (*here, "nested_widths"),
+                    f"the last nested width {widths[-1]} must equal d_sae {values['d_sae']}",
+                    "nested-widths",
+                )
+        if (
+            values.get("normalize_activations") == "expected_average_only_in"
+            and values.get("norm_scaling_factor") is None
+        ):
+            at(
+                here,
+                f"SAE {sae_id!r} expects inputs scaled by a dataset norm "
+                "(expected_average_only_in) but has no norm_scaling_factor, so it will run on "
+                "unscaled inputs",
+                "missing-norm-factor",
+                "hint",
+            )
+
+
+def validate_paths(
+    paths: Sequence[Path], formats: Iterable[str], *, catalogue: Sequence[Path] = ()
+) -> ValidationResult:
+    """Validate release files (directories are expanded to their *.yaml files).
+
+    Cross-file checks (unique release names, unique Neuronpedia ids) run over the given
+    files plus `catalogue` — the rest of the catalogue a new file must not clash with.
+    """
+    formats = list(formats)
+    result = ValidationResult()
+    targets: list[Path] = []
+    for p in paths:
+        targets.extend(release_files(p) if p.is_dir() else [p])
+    target_set = {t.resolve() for t in targets}
+    others = [c for c in catalogue if c.resolve() not in target_set]
+    names: dict[str, str] = {}
+    neuronpedia: dict[str, str] = {}
+    for path in [*targets, *others]:
+        is_target = path.resolve() in target_set
+        parsed = read_and_check(path)
+        doc = check_schema(parsed) if parsed.doc is not None else None
+        if doc is not None and is_target:
+            lint_release(parsed, doc, formats)
+        if doc is not None:
+            _cross_file(parsed, doc, names, neuronpedia, report=is_target)
+        if is_target:
+            result.files.append(str(path))
+            result.findings.extend(parsed.findings)
+    return result
+
+
+def _cross_file(
+    parsed: ParsedFile,
+    doc: dict[str, Any],
+    names: dict[str, str],
+    neuronpedia: dict[str, str],
+    *,
+    report: bool,
+) -> None:
+    name = doc["name"]
+    here = f"{parsed.file}:{parsed.line_of(('name',))}"
+    if name in names and report:
+        parsed.findings.append(
+            Finding(
+                parsed.file,
+                parsed.line_of(("name",)),
+                ("name",),
+                f"release name {name!r} is already used by {names[name]}",
+                code="duplicate-release",
+            )
+        )
+    names.setdefault(name, here)
+    for i, sae in enumerate(doc["saes"]):
+        np_id = sae.get("neuronpedia")
+        if not np_id:
+            continue
+        where = f"{name}/{sae['id']} ({parsed.file}:{parsed.line_of(('saes', i, 'neuronpedia'))})"
+        if np_id in neuronpedia and report:
+            parsed.findings.append(
+                Finding(
+                    parsed.file,
+                    parsed.line_of(("saes", i, "neuronpedia")),
+                    ("saes", i, "neuronpedia"),
+                    f"Neuronpedia id {np_id!r} is already used by {neuronpedia[np_id]}",
+                    code="duplicate-neuronpedia",
+                )
+            )
+        neuronpedia.setdefault(np_id, where)

@@ -1,0 +1,271 @@
+"""Reference → the full record of one SAE, touching as little as possible.
+
+The common case, ``RELEASE/SAE_ID`` for a built-in release, reads exactly one release
+file and imports neither torch, jsonschema nor the plugins. Only when the first part is
+not a built-in release do we load plugins (for their release directories) and the
+compiled index (for Neuronpedia ids and suggestions).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .catalog import Release, SAEEntry, builtin_release_dir, read_release_file, release_names
+from .errors import UnknownReferenceError
+from .refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
+
+NEURONPEDIA_URL = "https://www.neuronpedia.org/"
+
+
+@dataclass(frozen=True)
+class ResolvedSAE:
+    """Everything the catalogue knows about one SAE, release-level fields included."""
+
+    release: str
+    id: str
+    model: str
+    publisher: str
+    format: str
+    repo_id: str | None
+    base_url: str | None
+    revision: str | None
+    path: str
+    hook_name: str | None
+    hook_layer: int | None
+    hook_name_out: str | None
+    hf_hook_name: str | None
+    architecture: str | None
+    d_in: int | None
+    d_out: int | None
+    d_sae: int | None
+    k: int | None
+    context_size: int | None
+    normalize_activations: str | None
+    norm_scaling_factor: float | None
+    nested_widths: tuple[int, ...] | None
+    dataset: str | None
+    neuronpedia: str | None
+    neuronpedia_url: str | None
+    l0: float | None
+    variance_explained: float | None
+    license: str | None
+    links: Mapping[str, str]
+    model_from_pretrained_kwargs: Mapping[str, Any] | None
+    sha256: Mapping[str, str] | None
+    source_file: str | None
+
+    @classmethod
+    def from_release(cls, release: Release, entry: SAEEntry) -> ResolvedSAE:
+        return cls(
+            release=release.name,
+            id=entry.id,
+            model=release.model,
+            publisher=release.publisher,
+            format=release.format,
+            repo_id=release.repo_id,
+            base_url=release.base_url,
+            revision=release.revision,
+            path=entry.path,
+            hook_name=entry.hook_name,
+            hook_layer=entry.hook_layer,
+            hook_name_out=entry.hook_name_out,
+            hf_hook_name=entry.hf_hook_name,
+            architecture=entry.architecture,
+            d_in=entry.d_in,
+            d_out=entry.d_out,
+            d_sae=entry.d_sae,
+            k=entry.k,
+            context_size=entry.context_size,
+            normalize_activations=entry.normalize_activations,
+            norm_scaling_factor=entry.norm_scaling_factor,
+            nested_widths=entry.nested_widths,
+            dataset=entry.dataset,
+            neuronpedia=entry.neuronpedia,
+            neuronpedia_url=NEURONPEDIA_URL + entry.neuronpedia if entry.neuronpedia else None,
+            l0=entry.l0,
+            variance_explained=entry.variance_explained,
+            license=release.license,
+            links=release.links,
+            model_from_pretrained_kwargs=release.model_from_pretrained_kwargs,
+            sha256=entry.sha256,
+            source_file=release.source_file,
+        )
+
+    @property
+    def ref(self) -> str:
+        return f"{self.release}/{self.id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def _find_release_file(name: str) -> Path | None:
+    if not RELEASE_NAME_RE.match(name):
+        return None
+    candidate = builtin_release_dir() / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    for directory in _plugin_release_dirs():
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _plugin_release_dirs() -> list[Path]:
+    from .plugin_manager import get_registry
+
+    return get_registry().release_dirs()
+
+
+def release_dirs() -> list[Path]:
+    """Every directory of release files: the built-in one first, then plugins'."""
+    return [builtin_release_dir(), *_plugin_release_dirs()]
+
+
+def all_release_names() -> list[str]:
+    names: list[str] = []
+    for d in release_dirs():
+        names.extend(n for n in release_names(d) if n not in names)
+    return names
+
+
+def get_release(name: str) -> Release:
+    """The release called `name`; UnknownReferenceError (with suggestions) if none is."""
+    path = _find_release_file(name)
+    if path is None:
+        raise UnknownReferenceError(
+            f"Unknown release {name!r}.", close_matches(name, all_release_names())
+        )
+    return read_release_file(path)
+
+
+def resolve(ref: str) -> ResolvedSAE:
+    """Resolve ``RELEASE/SAE_ID``, a Neuronpedia id, or ``hf:ORG/REPO/PATH``."""
+    parsed = parse_reference(ref)
+    if parsed.kind == "hf":
+        return _resolve_hf(parsed.repo_id or "", parsed.path or "")
+    assert parsed.release is not None
+    path = _find_release_file(parsed.release)
+    if path is not None:
+        release = read_release_file(path)
+        if parsed.kind == "bare":
+            examples = ", ".join(e.id for e in release.saes[:3])
+            raise UnknownReferenceError(
+                f"{parsed.release!r} is a release with {len(release.saes)} SAEs; name one as "
+                f"{parsed.release}/SAE_ID (for example {parsed.release}/{release.saes[0].id}; "
+                f"ids: {examples}, …) or run `saereg info {parsed.release}`."
+            )
+        assert parsed.sae_id is not None
+        entry = release.sae(parsed.sae_id)
+        if entry is None:
+            raise UnknownReferenceError(
+                f"Release {release.name!r} has no SAE {parsed.sae_id!r}.",
+                close_matches(parsed.sae_id, [e.id for e in release.saes]),
+            )
+        return ResolvedSAE.from_release(release, entry)
+    return _resolve_via_index(parsed.text, parsed.could_be_neuronpedia)
+
+
+def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> ResolvedSAE:
+    from .index import load_index
+
+    index = load_index(release_dirs())
+    if could_be_neuronpedia:
+        by_np = index.by_neuronpedia()
+        hit = by_np.get(text)
+        if hit is not None:
+            return resolve(f"{hit[0]}/{hit[1]}")
+    release_part = text.split("/", 1)[0]
+    groups: list[tuple[str, list[str]]] = [(release_part, list(index.releases))]
+    if could_be_neuronpedia:
+        groups.append((text, list(index.by_neuronpedia())))
+    suggestions = best_matches(groups)
+    if could_be_neuronpedia:
+        message = (
+            f"Unknown reference {text!r}: no release is called {release_part!r} and no SAE "
+            "has that Neuronpedia id."
+        )
+    else:
+        message = f"Unknown release {release_part!r}."
+    raise UnknownReferenceError(message, suggestions)
+
+
+def _resolve_hf(repo_id: str, path: str) -> ResolvedSAE:
+    from .index import load_index
+
+    index = load_index(release_dirs())
+    matches = [
+        rec
+        for rec in index.records()
+        if rec["repo_id"] == repo_id and rec["path"].strip("/") == path
+    ]
+    if not matches:
+        in_repo = [rec for rec in index.records() if rec["repo_id"] == repo_id]
+        if in_repo:
+            raise UnknownReferenceError(
+                f"No registered SAE of {repo_id} lives at {path!r}.",
+                close_matches(path, [r["path"] for r in in_repo]),
+            )
+        raise UnknownReferenceError(
+            f"Repository {repo_id!r} is not in the catalogue; add it with "
+            f"`saereg new --repo {repo_id} --format FORMAT` (see CONTRIBUTING.md)."
+        )
+    # Prefer the release where the id is the path itself (not a '-canonical' alias).
+    matches.sort(key=lambda r: (r["id"] != r["path"], r["release"]))
+    best = matches[0]
+    return resolve(f"{best['release']}/{best['id']}")
+
+
+def _glob(value: str | None, pattern: str | None) -> bool:
+    if pattern is None:
+        return True
+    return value is not None and fnmatch.fnmatchcase(value.lower(), pattern.lower())
+
+
+def list_saes(
+    *,
+    model: str | None = None,
+    release: str | None = None,
+    hook: str | None = None,
+    layer: int | None = None,
+    width: int | None = None,
+    format: str | None = None,
+) -> list[dict[str, Any]]:
+    """SAEs of the whole catalogue matching every filter given (globs: `*`, `?`, `[...]`).
+
+    `model` matches the release's model name, case-insensitively, as a glob;
+    `width` is d_sae.
+    """
+    from .index import ROW_FIELDS, load_index
+
+    index = load_index(release_dirs())
+    col = {name: i for i, name in enumerate(ROW_FIELDS)}
+    keep_releases = {
+        name
+        for name, rel in index.releases.items()
+        if _glob(name, release)
+        and _glob(rel["model"], model)
+        and (format is None or rel["format"] == format)
+    }
+    rows = [
+        r
+        for r in index.rows
+        if r[0] in keep_releases
+        and _glob(r[col["hook_name"]], hook)
+        and (layer is None or r[col["hook_layer"]] == layer)
+        and (width is None or r[col["d_sae"]] == width)
+    ]
+    return index.records(rows)
