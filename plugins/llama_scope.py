@@ -51,8 +51,8 @@ class LlamaScopeFormat(Format):
             layer = int(r1.group(1))
             return {**common, "hook_layer": layer, "hook_name": f"blocks.{layer}.hook_resid_post"}
         raise ValueError(
-            f"path {entry.path!r} follows neither Llama Scope's Llama3_1-8B-Base-L{{L}}{{R|A|M|TC}}-"
-            "{8|32}x nor the R1-distill {mix}/L{L}R layout"
+            f"path {entry.path!r} follows neither Llama Scope's "
+            "Llama3_1-8B-Base-L{L}{R|A|M|TC}-{8|32}x nor the R1-distill {mix}/L{L}R layout"
         )
 
 

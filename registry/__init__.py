@@ -33,7 +33,22 @@ _LAZY = {
     "PluginError": ".errors",
 }
 
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = [
+    "Format",
+    "PluginError",
+    "Release",
+    "ReleaseFileError",
+    "RemoteFile",
+    "ResolvedSAE",
+    "SAEEntry",
+    "SaeregError",
+    "UnknownReferenceError",
+    "__version__",
+    "get_release",
+    "hookimpl",
+    "list_saes",
+    "resolve",
+]
 
 if TYPE_CHECKING:
     from .catalog import Release, SAEEntry

@@ -7,6 +7,7 @@ Every problem is reported, not just the first.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -159,7 +160,7 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
                 )
         widths = values.get("nested_widths")
         if widths:
-            if any(b <= a for a, b in zip(widths, widths[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(widths)):
                 at(
                     (*here, "nested_widths"),
                     f"nested_widths {widths} must be strictly increasing",
