@@ -203,7 +203,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .catalog import builtin_release_dir, release_files
+    from .catalog import builtin_release_dir
+    from .errors import SaeregError
+    from .index import load_index
     from .lint import validate_paths
     from .plugin_manager import get_registry
     from .resolver import release_dirs
@@ -214,8 +216,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         print(f"saereg validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    catalogue = [f for d in release_dirs() for f in release_files(d)]
-    result = validate_paths(paths, registry.formats, catalogue=catalogue)
+    try:
+        index = load_index(release_dirs())
+        catalogue = {name: rel["file"] for name, rel in index.releases.items()}
+        by_np = index.by_neuronpedia()
+    except SaeregError:  # a broken catalogue file: it is reported when validated itself
+        catalogue, by_np = {}, {}
+    result = validate_paths(
+        paths, registry.formats, catalogue=catalogue, catalogue_neuronpedia=by_np
+    )
     if args.json:
         _print_json(
             {
@@ -237,6 +246,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(result.render(hints=not args.no_hints))
     return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .catalog import CURRENT_SCHEMA, load_yaml, migrate
+
+    status = EXIT_OK
+    for name in args.paths:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"saereg migrate: {path}: cannot read: {exc.strerror}", file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        doc = load_yaml(text, str(path))
+        if not isinstance(doc, dict):
+            print(f"saereg migrate: {path}: not a release file (not a mapping)", file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        before = doc.get("schema")
+        if before == CURRENT_SCHEMA:
+            print(f"{path}: already schema version {CURRENT_SCHEMA}")
+            continue
+        doc = migrate(doc, str(path))
+        ordered = {"schema": doc.pop("schema"), **doc}
+        path.write_text(
+            yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=4096),
+            encoding="utf-8",
+        )
+        print(f"{path}: migrated from schema version {before} to {CURRENT_SCHEMA}")
+    return status
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -357,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hints", action="store_true", help="print only blocking errors")
     p.add_argument("--json", action="store_true", help="print findings as JSON")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("migrate", help="rewrite release files in the current schema version")
+    p.add_argument("paths", nargs="+", help="release files to rewrite in place")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("plugins", help="list installed plugins and their formats")
     p.add_argument("--json", action="store_true", help="print plugins as JSON")

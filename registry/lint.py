@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,47 +187,51 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
 
 
 def validate_paths(
-    paths: Sequence[Path], formats: Iterable[str], *, catalogue: Sequence[Path] = ()
+    paths: Sequence[Path],
+    formats: Iterable[str],
+    *,
+    catalogue: Mapping[str, str] | None = None,
+    catalogue_neuronpedia: Mapping[str, tuple[str, str]] | None = None,
 ) -> ValidationResult:
     """Validate release files (directories are expanded to their *.yaml files).
 
     Cross-file checks (unique release names, unique Neuronpedia ids) run over the given
-    files plus `catalogue` — the rest of the catalogue a new file must not clash with.
+    files and against the rest of the catalogue: `catalogue` maps release name → file and
+    `catalogue_neuronpedia` maps Neuronpedia id → (release, SAE id). Entries that come
+    from one of the files being validated are ignored there.
     """
     formats = list(formats)
     result = ValidationResult()
     targets: list[Path] = []
     for p in paths:
         targets.extend(release_files(p) if p.is_dir() else [p])
-    target_set = {t.resolve() for t in targets}
-    others = [c for c in catalogue if c.resolve() not in target_set]
-    names: dict[str, str] = {}
-    neuronpedia: dict[str, str] = {}
-    for path in [*targets, *others]:
-        is_target = path.resolve() in target_set
+    target_files = {str(t.resolve()) for t in targets}
+    names: dict[str, str] = {
+        name: file
+        for name, file in (catalogue or {}).items()
+        if str(Path(file).resolve()) not in target_files
+    }
+    neuronpedia: dict[str, str] = {
+        np_id: f"{rel}/{sae_id}"
+        for np_id, (rel, sae_id) in (catalogue_neuronpedia or {}).items()
+        if rel in names
+    }
+    for path in targets:
         parsed = read_and_check(path)
         doc = check_schema(parsed) if parsed.doc is not None else None
-        if doc is not None and is_target:
-            lint_release(parsed, doc, formats)
         if doc is not None:
-            _cross_file(parsed, doc, names, neuronpedia, report=is_target)
-        if is_target:
-            result.files.append(str(path))
-            result.findings.extend(parsed.findings)
+            lint_release(parsed, doc, formats)
+            _cross_file(parsed, doc, names, neuronpedia)
+        result.files.append(str(path))
+        result.findings.extend(parsed.findings)
     return result
 
 
 def _cross_file(
-    parsed: ParsedFile,
-    doc: dict[str, Any],
-    names: dict[str, str],
-    neuronpedia: dict[str, str],
-    *,
-    report: bool,
+    parsed: ParsedFile, doc: dict[str, Any], names: dict[str, str], neuronpedia: dict[str, str]
 ) -> None:
     name = doc["name"]
-    here = f"{parsed.file}:{parsed.line_of(('name',))}"
-    if name in names and report:
+    if name in names:
         parsed.findings.append(
             Finding(
                 parsed.file,
@@ -237,20 +241,22 @@ def _cross_file(
                 code="duplicate-release",
             )
         )
-    names.setdefault(name, here)
+    else:
+        names[name] = f"{parsed.file}:{parsed.line_of(('name',))}"
     for i, sae in enumerate(doc["saes"]):
         np_id = sae.get("neuronpedia")
         if not np_id:
             continue
-        where = f"{name}/{sae['id']} ({parsed.file}:{parsed.line_of(('saes', i, 'neuronpedia'))})"
-        if np_id in neuronpedia and report:
+        here = ("saes", i, "neuronpedia")
+        if np_id in neuronpedia:
             parsed.findings.append(
                 Finding(
                     parsed.file,
-                    parsed.line_of(("saes", i, "neuronpedia")),
-                    ("saes", i, "neuronpedia"),
+                    parsed.line_of(here),
+                    here,
                     f"Neuronpedia id {np_id!r} is already used by {neuronpedia[np_id]}",
                     code="duplicate-neuronpedia",
                 )
             )
-        neuronpedia.setdefault(np_id, where)
+        else:
+            neuronpedia[np_id] = f"{name}/{sae['id']} ({parsed.file}:{parsed.line_of(here)})"
