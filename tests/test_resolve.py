@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -135,11 +136,10 @@ def test_bad_usage_exits_2() -> None:
 
 def test_resolve_path_imports_no_torch_jsonschema_or_plugins() -> None:
     code = (
-        "import sys, saereg.cli as c; c.main(['resolve', '%s']);"
+        f"import sys, saereg.cli as c; c.main(['resolve', '{GPT2}']);"
         "bad = [m for m in ('torch', 'jsonschema', 'pluggy', 'numpy', 'saereg.plugins') "
-        "if m in sys.modules]; print('LOADED', bad)" % GPT2
+        "if m in sys.modules]; print('LOADED', bad)"
     )
-    import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "LOADED []" in out.stdout
