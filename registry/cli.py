@@ -216,12 +216,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         print(f"saereg validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        index = load_index(release_dirs())
-        catalogue = {name: rel["file"] for name, rel in index.releases.items()}
-        by_np = index.by_neuronpedia()
-    except SaeregError:  # a broken catalogue file: it is reported when validated itself
-        catalogue, by_np = {}, {}
+    catalogue: dict[str, str] = {}
+    by_np: dict[str, tuple[str, str]] = {}
+    if not args.standalone:
+        try:
+            index = load_index(release_dirs())
+            catalogue = {name: rel["file"] for name, rel in index.releases.items()}
+            by_np = index.by_neuronpedia()
+        except SaeregError:  # a broken catalogue file is reported when it is validated itself
+            pass
     result = validate_paths(
         paths, registry.formats, catalogue=catalogue, catalogue_neuronpedia=by_np
     )
@@ -397,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", help="files or directories (default: the built-in catalogue)"
     )
     p.add_argument("--no-hints", action="store_true", help="print only blocking errors")
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="check the files as a catalogue of their own, without comparing release names "
+        "and Neuronpedia ids with the installed catalogue",
+    )
     p.add_argument("--json", action="store_true", help="print findings as JSON")
     p.set_defaults(func=cmd_validate)
 

@@ -130,10 +130,31 @@ def get_registry() -> Registry:
         except Exception as exc:  # a broken third-party plugin must not break saereg
             infos.append(_replace(info, enabled=False, error=f"{type(exc).__name__}: {exc}"))
             continue
-        manager.register(plugin, name=ep.name)
+        try:
+            manager.register(plugin, name=ep.name)
+        except ValueError as exc:  # pluggy: not a valid plugin, or registered twice
+            infos.append(_replace(info, enabled=False, error=str(exc)))
+            continue
         infos.append(info)
-    manager.check_pending()
+    _drop_plugins_with_unknown_hooks(manager, infos)
     return Registry(manager, infos)
+
+
+def _drop_plugins_with_unknown_hooks(
+    manager: pluggy.PluginManager, infos: list[PluginInfo]
+) -> None:
+    """A plugin implementing a hook saereg does not define (a typo, or a newer contract)
+    is disabled and reported, instead of stopping every other plugin from loading."""
+    while True:
+        try:
+            manager.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = manager.get_name(exc.plugin)
+            manager.unregister(exc.plugin)
+            for i, info in enumerate(infos):
+                if info.name == name:
+                    infos[i] = _replace(info, enabled=False, error=f"unknown hook: {exc}")
 
 
 def reset_registry() -> None:

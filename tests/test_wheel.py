@@ -1,0 +1,96 @@
+"""The wheel carries the catalogue and the schemas: a plain (non-editable) install works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    wheel = next(dist.glob("saereg-*.whl"))
+    env_dir = tmp_path / "venv"
+    # System site-packages provide the dependencies (no network); saereg itself comes only
+    # from the wheel, which the venv's own site-packages put first on sys.path.
+    venv.EnvBuilder(with_pip=False, system_site_packages=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    env = {**os.environ, "SAEREG_CACHE": str(tmp_path / "cache")}
+    env.pop("PYTHONPATH", None)
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import saereg, saereg.catalog as c; print(saereg.__file__); "
+            "print(c.builtin_release_dir()); print(c.builtin_schema_dir())",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.splitlines()
+    assert all(str(env_dir) in line for line in where), where
+    assert where[1].endswith("site-packages/saereg/releases")
+    saereg_cli = env_dir / "bin" / "saereg"
+    resolved = subprocess.run(
+        [str(saereg_cli), "resolve", "gpt2-small-res-jb/blocks.8.hook_resid_pre"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    assert "neuronpedia         gpt2-small/8-res-jb" in resolved.stdout
+    validated = subprocess.run(
+        [str(saereg_cli), "validate", "--no-hints"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert validated.returncode == 0, validated.stdout[-2000:]
+    assert "OK: 170 release files, 0 errors" in validated.stdout
+    plugins = subprocess.run(
+        [str(saereg_cli), "plugins"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert "gemma_scope" in plugins.stdout and "built-in" in plugins.stdout
