@@ -44,6 +44,19 @@ INHERITABLE = (
 REQUIRED_SAE_FIELDS = ("hook_name", "hook_layer", "d_sae", "context_size", "normalize_activations")
 
 
+def plain_dict(obj: Any) -> dict[str, Any]:
+    """A frozen dataclass as JSON-ready data (read-only mappings and tuples unwrapped)."""
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, Mapping):
+            value = dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class SAEEntry:
     """One SAE of a release, with the release defaults already applied."""
@@ -70,15 +83,7 @@ class SAEEntry:
     sha256: Mapping[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Mapping):
-                value = dict(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return plain_dict(self)
 
 
 SAE_FIELDS = tuple(f.name for f in fields(SAEEntry))

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import Release, SAEEntry, builtin_release_dir, read_release_file, release_names
+from .catalog import (
+    Release,
+    SAEEntry,
+    builtin_release_dir,
+    plain_dict,
+    read_release_file,
+    release_names,
+)
 from .errors import UnknownReferenceError
 from .refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
 
@@ -100,15 +107,7 @@ class ResolvedSAE:
         return f"{self.release}/{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Mapping):
-                value = dict(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return plain_dict(self)
 
 
 def _find_release_file(name: str) -> Path | None:
