@@ -8,13 +8,20 @@ site. Everything below follows from those names.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.hookspecs import Format, RemoteFile, hookimpl
 
 from ._common import parse_width
+from ._tensors import npz_arrays, read_json, require, safetensors_arrays, scaled, transposed
+
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 _GS1_PATH = re.compile(r"^(?:layer_(\d+)|(embedding))/width_(\w+?)/(?:average_l0_\d+|canonical)$")
 _GS2_PATH = re.compile(
@@ -131,6 +138,152 @@ class GemmaScopeFormat(Format):
             if d_model:
                 out.update(d_in=d_model, d_out=d_model)
         return out
+
+    # ------------------------------------------------------------------ weights
+
+    @staticmethod
+    def _generation(release: Release) -> int:
+        repo = (release.repo_id or "").rsplit("/", 1)[-1]
+        return 2 if _GS2_MODEL.search(repo) else 1
+
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        folder = entry.path.rstrip("/")
+        if self._generation(release) == 1:
+            return [RemoteFile(f"{folder}/params.npz", weights=True)]
+        return [
+            RemoteFile(f"{folder}/config.json", optional=True),
+            RemoteFile(f"{folder}/params.safetensors", weights=True),
+        ]
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        folder = entry.path.rstrip("/")
+        if self._generation(release) == 1:
+            arrays = npz_arrays(local_files[f"{folder}/params.npz"])
+            return self._gs1(release, entry, arrays)
+        arrays = safetensors_arrays(local_files[f"{folder}/params.safetensors"])
+        raw = self._gs2_raw(local_files.get(f"{folder}/config.json"))
+        shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+        return self._gs2_config(release, entry, raw, shapes), self._gs2_tensors(arrays)
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        if self._generation(release) == 1:
+            return None  # npz: shapes are known only from the archive itself
+        folder = entry.path.rstrip("/")
+        shapes = {
+            n: (_ST_DTYPES.get(d, d), s)
+            for n, (d, s) in tensor_shapes[f"{folder}/params.safetensors"].items()
+        }
+        raw = self._gs2_raw(local_files.get(f"{folder}/config.json"))
+        return self._gs2_config(release, entry, raw, shapes)
+
+    @staticmethod
+    def _normalized_keys(arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """Gemma Scope files spell the weights W_enc or w_enc; canonical names are W_*."""
+        out = {}
+        for name, value in arrays.items():
+            key = "W_" + name[2:] if name.startswith("w_") else name
+            out[key] = value
+        return out
+
+    def _gs1(
+        self, release: Release, entry: SAEEntry, arrays: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        tensors = self._normalized_keys(arrays)
+        scaling = tensors.pop("scaling_factor", None)
+        if scaling is not None:
+            import numpy as np
+
+            if not np.all(scaling.load() == 1):
+                raise CanonicalFileError(
+                    f"{entry.path}/params.npz has a non-trivial "
+                    "scaling_factor, which Gemma Scope never publishes"
+                )
+        require(
+            tensors, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), f"{entry.path}/params.npz"
+        )
+        d_in, d_sae = tensors["W_enc"].shape
+        d_out = tensors["W_dec"].shape[1]
+        derived = self.describe(release, entry)
+        transcoder = derived.get("hook_name_out") is not None
+        config: dict[str, Any] = {
+            "architecture": "jumprelu",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_out,
+            "apply_b_dec_to_input": False,
+            "normalization": {"kind": "none"},
+            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
+            "transcoder": transcoder,
+            "dtype": tensors["W_enc"].dtype,
+            "folded": [],
+        }
+        if derived["hook_name"] == "hook_embed":
+            # Gemma multiplies token embeddings by sqrt(d_model); these SAEs were trained on
+            # unscaled embeddings. b_dec is left as published.
+            root = math.sqrt(d_in)
+            tensors["W_enc"] = scaled(tensors["W_enc"], 1.0 / root)
+            tensors["W_dec"] = scaled(tensors["W_dec"], root)
+            config["folded"].append(f"embedding scale: W_enc/sqrt({d_in}), W_dec*sqrt({d_in})")
+        return config, tensors
+
+    @staticmethod
+    def _gs2_raw(path: Path | None) -> dict[str, Any]:
+        return read_json(path, "config.json") if path is not None else {}
+
+    def _gs2_config(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        raw: Mapping[str, Any],
+        shapes: Mapping[str, tuple[str, tuple[int, ...]]],
+    ) -> dict[str, Any]:
+        where = f"{entry.path}/params.safetensors"
+        named = self._normalized_keys(shapes)
+        require(named, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), where)
+        arch = raw.get("architecture", "jump_relu")
+        if arch != "jump_relu":
+            raise CanonicalFileError(
+                f"{entry.path}/config.json: architecture {arch!r} is not "
+                "supported (Gemma Scope 2 publishes jump_relu)"
+            )
+        d_in, d_sae = named["W_enc"][1]
+        d_out = named["W_dec"][1][-1]
+        derived = self.describe(release, entry)
+        transcoder = derived.get("hook_name_out") is not None
+        dtypes = {d for d, _ in named.values()}
+        config: dict[str, Any] = {
+            "architecture": "jumprelu",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_out,
+            "apply_b_dec_to_input": False,
+            "normalization": {"kind": "none"},
+            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
+            "transcoder": transcoder,
+            "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+            "hf_hook_name": raw.get("hf_hook_point_in") or derived.get("hf_hook_name"),
+        }
+        if raw.get("affine_connection") and "affine_skip_connection" not in named:
+            raise CanonicalFileError(
+                f"{where}: config.json declares an affine connection but "
+                "the file has no affine_skip_connection tensor"
+            )
+        return config
+
+    def _gs2_tensors(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        tensors = self._normalized_keys(arrays)
+        skip = tensors.pop("affine_skip_connection", None)
+        if skip is not None:  # stored [d_in, d_out]; canonical W_skip is [d_out, d_in]
+            tensors["W_skip"] = transposed(skip)
+        return tensors
 
 
 @hookimpl

@@ -9,11 +9,19 @@ Both were trained on dataset-wise normalized activations (normalize_activations
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.hookspecs import Format, RemoteFile, hookimpl
+
+from ._tensors import as_float32, fold_norm_scaling_factor, mapped, read_json, require, transposed
+from ._tensors import safetensors_arrays as _arrays
 
 _BASE = re.compile(r"^Llama3_1-8B-Base-L(\d+)(R|A|M|TC)-(8|32)x$")
 _R1 = re.compile(r"^[^/]+/L(\d+)R$")
@@ -54,6 +62,134 @@ class LlamaScopeFormat(Format):
             f"path {entry.path!r} follows neither Llama Scope's "
             "Llama3_1-8B-Base-L{L}{R|A|M|TC}-{8|32}x nor the R1-distill {mix}/L{L}R layout"
         )
+
+    # ------------------------------------------------------------------ weights
+
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        folder = entry.path.rstrip("/")
+        if _BASE.match(folder):
+            return [
+                RemoteFile(f"{folder}/hyperparams.json"),
+                RemoteFile(f"{folder}/checkpoints/final.safetensors", weights=True),
+            ]
+        return [
+            RemoteFile(f"{folder}/config.json"),
+            RemoteFile(f"{folder}/sae_weights.safetensors", weights=True),
+        ]
+
+    def _read(
+        self, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[bool, dict[str, Any], str]:
+        folder = entry.path.rstrip("/")
+        if _BASE.match(folder):
+            return (
+                True,
+                read_json(local_files[f"{folder}/hyperparams.json"], "hyperparams.json"),
+                f"{folder}/checkpoints/final.safetensors",
+            )
+        return (
+            False,
+            read_json(local_files[f"{folder}/config.json"], "config.json"),
+            f"{folder}/sae_weights.safetensors",
+        )
+
+    def _config(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        base: bool,
+        hp: Mapping[str, Any],
+        shapes: Mapping[str, tuple[int, ...]],
+        where: str,
+    ) -> tuple[dict[str, Any], float | None, float | None]:
+        """Canonical fields, the norm factor to fold, and (base releases) the threshold."""
+        require(shapes, ("encoder.weight", "encoder.bias", "decoder.weight"), where)
+        d_sae, d_in = shapes["encoder.weight"]
+        if shapes["decoder.weight"] != (d_in, d_sae):
+            raise CanonicalFileError(
+                f"{where}: decoder.weight has shape "
+                f"{list(shapes['decoder.weight'])}, expected [{d_in}, {d_sae}]"
+            )
+        if hp.get("hook_point_out") not in (None, hp.get("hook_point_in")):
+            raise CanonicalFileError(
+                f"{entry.path}: transcoders (hook_point_out={hp.get('hook_point_out')!r}) are "
+                "not supported by the llama_scope format yet"
+            )
+        if hp.get("use_glu_encoder"):
+            raise CanonicalFileError(f"{entry.path}: GLU encoders are not supported")
+        d_model = int(hp.get("d_model", d_in))
+        threshold = None
+        s_h = None
+        if base:
+            avg = (hp.get("dataset_average_activation_norm") or {}).get("in")
+            if avg is None or hp.get("jump_relu_threshold") is None:
+                raise CanonicalFileError(
+                    f"{entry.path}/hyperparams.json lacks jump_relu_threshold "
+                    "or dataset_average_activation_norm.in"
+                )
+            s_h = math.sqrt(d_model) / float(avg)
+            threshold = float(hp["jump_relu_threshold"]) * s_h
+        fold = entry.norm_scaling_factor
+        if fold is None:
+            fold = s_h
+        elif s_h is not None and not math.isclose(fold, s_h, rel_tol=1e-3):
+            warnings.warn(
+                f"{release.name}/{entry.id}: the release's norm_scaling_factor {fold} differs from "
+                f"sqrt(d_model)/average norm = {s_h} in hyperparams.json; using the release's",
+                stacklevel=2,
+            )
+        config: dict[str, Any] = {
+            "architecture": "jumprelu",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_in,
+            "apply_b_dec_to_input": bool(hp.get("apply_decoder_bias_to_pre_encoder", False)),
+            "normalization": {"kind": "none"},
+            "reshape": "none",
+            "dtype": "float32",
+            "hook_name": entry.hook_name or hp.get("hook_point_in"),
+            "folded": [f"norm_scaling_factor={fold!r}"] if fold is not None else [],
+        }
+        return config, fold, threshold
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        base, hp, weights = self._read(entry, local_files)
+        shapes = {n: s for n, (_, s) in tensor_shapes[weights].items()}
+        return self._config(release, entry, base, hp, shapes, weights)[0]
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
+        base, hp, weights = self._read(entry, local_files)
+        arrays = _arrays(local_files[weights])
+        shapes = {n: a.shape for n, a in arrays.items()}
+        config, fold, threshold = self._config(release, entry, base, hp, shapes, weights)
+        d_sae, d_in = shapes["encoder.weight"]
+        tensors: dict[str, Any] = {
+            "W_enc": as_float32(transposed(arrays["encoder.weight"])),
+            "W_dec": as_float32(transposed(arrays["decoder.weight"])),
+            "b_enc": as_float32(arrays["encoder.bias"]),
+            "b_dec": as_float32(arrays["decoder.bias"])
+            if "decoder.bias" in arrays
+            else torch.zeros(d_in),
+        }
+        if base:
+            assert threshold is not None
+            tensors["threshold"] = torch.full((d_sae,), threshold, dtype=torch.float32)
+        else:
+            require(arrays, ("log_jumprelu_threshold",), weights)
+            tensors["threshold"] = as_float32(mapped(arrays["log_jumprelu_threshold"], torch.exp))
+        if fold is not None:
+            tensors = fold_norm_scaling_factor(tensors, float(fold))
+        return config, tensors
 
 
 @hookimpl

@@ -8,10 +8,18 @@ trained on 64-token contexts.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.hookspecs import Format, RemoteFile, hookimpl
+
+from ._tensors import as_float32, require, torch_load, transposed
+
+#: OpenAI's Autoencoder adds eps to the (unbiased) std in its LayerNorm.
+LN_EPS = 1e-5
 
 _PATH = re.compile(r"^(\w+?)_v5_(32k|128k)/autoencoders/(\d+)\.pt$")
 #: OpenAI location → TransformerLens hook (from the sparse_autoencoder README).
@@ -46,6 +54,61 @@ class OAIFormat(Format):
             "normalize_activations": "layer_norm",
             "context_size": 64,
         }
+
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        return [RemoteFile(entry.path, weights=True)]
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        state = torch_load(local_files[entry.path])
+        where = entry.path
+        require(state, ("pre_bias", "latent_bias", "encoder.weight"), where)
+        activation = state.get("activation", "TopK")
+        if activation == "TopK":
+            params = state.get("activation_state_dict") or {}
+            k = params.get("k")
+            if not isinstance(k, int):
+                raise CanonicalFileError(f"{where}: TopK activation without an integer k")
+            if params.get("postact_fn", "ReLU") != "ReLU":
+                raise CanonicalFileError(
+                    f"{where}: postact_fn {params['postact_fn']!r} is not "
+                    "supported (OpenAI's v5 SAEs use ReLU)"
+                )
+            arch: dict[str, Any] = {"architecture": "topk", "k": k}
+        elif activation == "ReLU":
+            arch = {"architecture": "relu"}
+        else:
+            raise CanonicalFileError(f"{where}: activation {activation!r} is not supported")
+        encoder = state["encoder.weight"]
+        # A tied autoencoder stores no decoder: it decodes with the encoder's transpose.
+        decoder = state.get("decoder.weight", encoder.T)
+        d_sae, d_in = encoder.shape
+        if tuple(decoder.shape) != (d_in, d_sae):
+            raise CanonicalFileError(
+                f"{where}: decoder.weight has shape {list(decoder.shape)}, "
+                f"expected [{d_in}, {d_sae}]"
+            )
+        config = {
+            **arch,
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_in,
+            "apply_b_dec_to_input": True,
+            # OpenAI's from_state_dict: "normalize = activation == 'TopK'".
+            "normalization": {"kind": "layer_norm", "eps": LN_EPS}
+            if activation == "TopK"
+            else {"kind": "none"},
+            "reshape": "none",
+            "dtype": "float32",
+        }
+        tensors = {
+            "W_enc": as_float32(transposed(encoder)),
+            "W_dec": as_float32(transposed(decoder)),
+            "b_enc": as_float32(state["latent_bias"]),
+            "b_dec": as_float32(state["pre_bias"]),
+        }
+        return config, tensors
 
 
 @hookimpl

@@ -9,12 +9,32 @@ naming conventions guarantee.
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.hookspecs import Format, RemoteFile, hookimpl
 
 from ._common import TL_HOOK, tl_hook_fields
+from ._tensors import fold_norm_scaling_factor, mapped, read_json, safetensors_arrays
+
+CFG = "cfg.json"
+WEIGHTS = "sae_weights.safetensors"
+_ARCH = {
+    "standard": "relu",
+    "relu": "relu",
+    "jumprelu": "jumprelu",
+    "topk": "topk",
+    "gated": "gated",
+}
+_NORMALIZATION = {
+    "none": {"kind": "none"},
+    "layer_norm": {"kind": "layer_norm", "eps": 1e-5},
+    "constant_norm_rescale": {"kind": "constant_norm_rescale"},
+}
 
 # jbloom's re-saves of OpenAI's GPT-2 small v5 SAEs (see the `oai` format for the originals).
 _OAI_RESAVE = re.compile(r"^v5_(32k|128k)_layer_(\d+)(?:\.pt)?$")
@@ -45,6 +65,162 @@ class SAELensFormat(Format):
                     f"names layer {derived['hook_layer']}"
                 )
         return derived
+
+    # ------------------------------------------------------------------ weights
+
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        folder = entry.path.rstrip("/")
+        return [RemoteFile(f"{folder}/{CFG}"), RemoteFile(f"{folder}/{WEIGHTS}", weights=True)]
+
+    def _paths(self, entry: SAEEntry) -> tuple[str, str]:
+        folder = entry.path.rstrip("/")
+        return f"{folder}/{CFG}", f"{folder}/{WEIGHTS}"
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        cfg_path, weights = self._paths(entry)
+        shapes = {n: s for n, (_, s) in tensor_shapes[weights].items()}
+        dtypes = {d for d, _ in tensor_shapes[weights].values()}
+        config, _ = self._config(release, entry, read_json(local_files[cfg_path], CFG), shapes)
+        config["dtype"] = {
+            "F32": "float32",
+            "F16": "float16",
+            "BF16": "bfloat16",
+            "F64": "float64",
+        }.get(dtypes.pop() if len(dtypes) == 1 else "F32")
+        return config
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        cfg_path, weights = self._paths(entry)
+        raw = read_json(local_files[cfg_path], CFG)
+        tensors = safetensors_arrays(local_files[weights])
+        config, fold = self._config(release, entry, raw, {n: t.shape for n, t in tensors.items()})
+        if "log_threshold" in tensors and "threshold" not in tensors:  # legacy JumpReLU saves
+            import torch
+
+            tensors["threshold"] = mapped(tensors.pop("log_threshold"), torch.exp)
+        sf = tensors.pop("scaling_factor", None)
+        if sf is not None:
+            tensors = self._fold_scaling_factor(tensors, sf, config)
+        if fold is not None:
+            tensors = fold_norm_scaling_factor(tensors, fold)
+        dtypes = {t.dtype for t in tensors.values()}
+        if len(dtypes) != 1:
+            tensors = {
+                n: mapped(t, lambda x: x.float(), dtype="float32") for n, t in tensors.items()
+            }
+            dtypes = {"float32"}
+        config["dtype"] = dtypes.pop()
+        return config, tensors
+
+    def _fold_scaling_factor(
+        self, tensors: dict[str, Any], sf: Any, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Old SAELens multiplied latents by a fine-tuning `scaling_factor` before W_dec;
+        all ones means none. Otherwise it is folded into the rows of W_dec."""
+        import torch
+
+        values = sf.load() if hasattr(sf, "load") else sf
+        if bool(torch.all(values == 1)):
+            return tensors
+        out = dict(tensors)
+        out["W_dec"] = mapped(tensors["W_dec"], lambda w: w * values[:, None])
+        config.setdefault("folded", []).append("finetuning scaling_factor into W_dec")
+        return out
+
+    def _config(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        raw: Mapping[str, Any],
+        shapes: Mapping[str, tuple[int, ...]],
+    ) -> tuple[dict[str, Any], float | None]:
+        """cfg.json (pre-6.0 flat runner config or 6.x) → canonical config fields, and the
+        norm scaling factor to fold (if any)."""
+        where = f"{entry.path}/{CFG}"
+        meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+        arch_name = raw.get("architecture", "standard")
+        act = raw.get("activation_fn", raw.get("activation_fn_str"))
+        kwargs = raw.get("activation_fn_kwargs") or {}
+        k = raw.get("k")
+        if act == "topk" and kwargs.get("k") is not None:
+            arch_name, k = "topk", kwargs["k"]
+        arch = _ARCH.get(arch_name)
+        if arch is None:
+            raise CanonicalFileError(
+                f"{where}: architecture {arch_name!r} is not supported by the saelens format "
+                f"(supported: {', '.join(sorted(_ARCH))})"
+            )
+        if raw.get("rescale_acts_by_decoder_norm"):
+            raise CanonicalFileError(f"{where}: rescale_acts_by_decoder_norm is not supported")
+        if "W_enc" not in shapes:
+            raise CanonicalFileError(f"{WEIGHTS} has no W_enc (has: {', '.join(sorted(shapes))})")
+        d_in, d_sae = shapes["W_enc"]
+        for key, value in (("d_in", d_in), ("d_sae", d_sae)):
+            if raw.get(key) not in (None, value):
+                raise CanonicalFileError(
+                    f"{where} says {key}={raw[key]} but W_enc has shape {list(shapes['W_enc'])}"
+                )
+        norm_name = entry.normalize_activations or raw.get("normalize_activations")
+        if isinstance(norm_name, bool) or norm_name is None:
+            norm_name = "expected_average_only_in" if norm_name else "none"
+        fold = None
+        folded: list[str] = []
+        if norm_name == "expected_average_only_in":
+            if entry.norm_scaling_factor is not None:
+                fold = float(entry.norm_scaling_factor)
+                folded.append(f"norm_scaling_factor={fold!r}")
+            else:
+                warnings.warn(
+                    f"{release.name}/{entry.id} was trained on inputs scaled by a dataset norm "
+                    "(expected_average_only_in) but no norm_scaling_factor is published; it "
+                    "runs on unscaled inputs, as in SAELens",
+                    stacklevel=2,
+                )
+            normalization: dict[str, Any] = {"kind": "none"}
+        elif norm_name in _NORMALIZATION:
+            normalization = dict(_NORMALIZATION[norm_name])
+        else:
+            raise CanonicalFileError(f"{where}: unsupported normalize_activations {norm_name!r}")
+        hook = (
+            entry.hook_name
+            or raw.get("hook_name")
+            or raw.get("hook_point")
+            or meta.get("hook_name")
+        )
+        reshape = raw.get("reshape_activations") or (
+            "hook_z" if hook and "hook_z" in hook else "none"
+        )
+        config: dict[str, Any] = {
+            "architecture": arch,
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_in,
+            "apply_b_dec_to_input": bool(raw.get("apply_b_dec_to_input", True)),
+            "normalization": normalization,
+            "reshape": reshape,
+            "hook_name": hook,
+            "folded": folded,
+        }
+        if arch == "topk":
+            config["k"] = int(k) if k is not None else entry.k
+        context = raw.get("context_size", meta.get("context_size"))
+        if entry.context_size is None and context is not None:
+            config["context_size"] = int(context)
+        details = meta.get("training_architecture_details") or {}
+        if details.get("matryoshka_widths"):
+            widths = [int(w) for w in details["matryoshka_widths"]]
+            if widths[-1] != d_sae:
+                widths.append(d_sae)
+            config["nested_widths"] = widths
+        return config, fold
 
 
 @hookimpl

@@ -27,10 +27,12 @@ hookimpl = pluggy.HookimplMarker("saereg")
 @dataclass(frozen=True)
 class RemoteFile:
     """One file a format needs: a path inside the release's repository (or under its
-    base_url). `optional` files may be missing upstream without failing the load."""
+    base_url). `optional` files may be missing upstream without failing the load;
+    `weights` marks the large tensor files that `load_config` avoids downloading."""
 
     path: str
     optional: bool = False
+    weights: bool = False
 
 
 class Format:
@@ -70,6 +72,22 @@ class Format:
             f"format {self.name!r} cannot convert weights yet (only its metadata is "
             "catalogued); see the project's issue tracker"
         )
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        """The canonical config without the weights, where the format allows it.
+
+        `local_files` holds the files not marked `weights`; `tensor_shapes` maps each
+        safetensors weights file to {tensor: (dtype, shape)} read from its header (from
+        the cache, or over HTTP range requests). Return None when only the weights can
+        tell (npz or pickle files); the core then converts the SAE fully.
+        """
+        return None
 
     def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
         """Scaffold release entries (id, path, derived fields) from a repository listing."""

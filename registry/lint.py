@@ -112,7 +112,7 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
             f"unknown format {doc['format']!r}{tip} (installed formats: {', '.join(known)})",
             "unknown-format",
         )
-    if doc.get("revision") is None:
+    if doc.get("revision") is None and doc.get("repo_id"):
         at(
             ("revision",),
             "revision is not pinned; pin the repository's current commit so the "

@@ -50,6 +50,8 @@ class Registry:
         self.manager = manager
         self.infos = infos
         self.formats: dict[str, Format] = {}
+        #: format name → the plugin that provides it (for provenance in canonical files).
+        self.format_owner: dict[str, PluginInfo] = {}
         owner: dict[str, str] = {}
         enriched = []
         by_plugin: dict[str, list[Format]] = {}
@@ -70,6 +72,7 @@ class Registry:
                         f"uninstall one, or disable it with {DISABLE_ENV}={info.name}"
                     )
                 self.formats[fmt.name] = fmt
+                self.format_owner[fmt.name] = info
                 owner[fmt.name] = info.name
                 names.append(fmt.name)
             enriched.append(_replace(info, formats=tuple(names)))

@@ -1,0 +1,308 @@
+"""The canonical file: one safetensors file per SAE, its config in the header metadata.
+
+Writing streams tensor by tensor (a plugin may hand over lazy arrays that are read only
+when written), so converting a large publisher file never holds two copies of the
+weights. Files appear atomically: written to a temporary name, fsynced, renamed.
+Reading the config needs only the header, never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+from .errors import SaeregError
+from .sae_config import METADATA_KEY, ConfigError, SAEConfig
+from .settings import cache_dir
+
+#: safetensors dtype code ↔ name used in configs ↔ bytes per element.
+DTYPES = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+}
+CODE_OF = {name: code for code, (name, _) in DTYPES.items()}
+MAX_HEADER = 100 * 1024 * 1024
+
+
+class CanonicalFileError(SaeregError):
+    """A canonical (or publisher) safetensors file is corrupt, truncated or inconsistent."""
+
+
+@dataclass(frozen=True)
+class LazyArray:
+    """A tensor a plugin can describe before reading it: written when its turn comes.
+
+    `load` returns a numpy array or a torch tensor of exactly `shape` and `dtype`
+    (a config dtype name such as 'float32').
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    load: Callable[[], Any]
+
+
+def _describe(value: Any) -> tuple[tuple[int, ...], str]:
+    if isinstance(value, LazyArray):
+        return tuple(value.shape), value.dtype
+    shape = tuple(int(s) for s in value.shape)
+    dtype = str(value.dtype).removeprefix("torch.")
+    return shape, dtype
+
+
+def _as_bytes(value: Any) -> memoryview:
+    """A little-endian, C-contiguous byte view of a numpy array or torch tensor."""
+    if hasattr(value, "detach"):  # torch.Tensor
+        import torch
+
+        t = value.detach().to("cpu").contiguous()
+        return memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    import numpy as np
+
+    arr = np.ascontiguousarray(value)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return memoryview(arr).cast("B")
+
+
+def encode_header(
+    tensors: Mapping[str, tuple[tuple[int, ...], str]], metadata: Mapping[str, str]
+) -> tuple[bytes, list[tuple[str, int]]]:
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    order = []
+    for name in sorted(tensors):
+        shape, dtype = tensors[name]
+        if dtype not in CODE_OF:
+            raise CanonicalFileError(f"tensor {name!r} has unsupported dtype {dtype}")
+        n = 1
+        for s in shape:
+            n *= s
+        size = n * DTYPES[CODE_OF[dtype]][1]
+        header[name] = {
+            "dtype": CODE_OF[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        order.append((name, size))
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw, order
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; it becomes `target` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> None:
+    """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically."""
+    described = {name: _describe(value) for name, value in tensors.items()}
+    header, order = encode_header(described, metadata)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(header)
+        for name, size in order:
+            value = tensors[name]
+            if isinstance(value, LazyArray):
+                value = value.load()
+                if _describe(value) != described[name]:
+                    raise CanonicalFileError(
+                        f"tensor {name!r} loaded as {_describe(value)} but was announced as "
+                        f"{described[name]}"
+                    )
+            data = _as_bytes(value)
+            if data.nbytes != size:
+                raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
+            fh.write(data)
+            del value, data
+
+
+def parse_header(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """safetensors header bytes (after the 8-byte length) → ({name: info}, metadata)."""
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CanonicalFileError(f"{where}: corrupted safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CanonicalFileError(f"{where}: corrupted safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    for name, info in header.items():
+        if (
+            not isinstance(info, dict)
+            or info.get("dtype") not in DTYPES
+            or not isinstance(info.get("shape"), list)
+            or not isinstance(info.get("data_offsets"), list)
+        ):
+            raise CanonicalFileError(f"{where}: corrupted safetensors header entry {name!r}")
+    return header, metadata
+
+
+def read_header_from(
+    fh: IO[bytes], where: str, file_size: int | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    head = fh.read(8)
+    if len(head) != 8:
+        raise CanonicalFileError(f"{where}: too short to be a safetensors file")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER or (file_size is not None and 8 + n > file_size):
+        raise CanonicalFileError(f"{where}: corrupted safetensors header (declares {n} bytes)")
+    raw = fh.read(n)
+    if len(raw) != n:
+        raise CanonicalFileError(f"{where}: truncated safetensors header")
+    header, metadata = parse_header(raw, where)
+    if file_size is not None:
+        end = max((info["data_offsets"][1] for info in header.values()), default=0)
+        if 8 + n + end > file_size:
+            raise CanonicalFileError(
+                f"{where}: truncated: the header describes {8 + n + end} bytes, the file has "
+                f"{file_size} (an interrupted download or copy?)"
+            )
+    return header, metadata
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    with path.open("rb") as fh:
+        return read_header_from(fh, str(path), path.stat().st_size)
+
+
+def tensor_shapes(header: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(info["shape"]) for name, info in header.items()}
+
+
+def read_config(path: Path) -> SAEConfig:
+    """The canonical config of a canonical file (header only; no torch)."""
+    header, metadata = read_header(path)
+    raw = metadata.get(METADATA_KEY)
+    if raw is None:
+        raise CanonicalFileError(
+            f"{path}: not a saereg canonical file (no '{METADATA_KEY}' in its metadata); "
+            "convert publisher files with `saereg fetch`"
+        )
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CanonicalFileError(f"{path}: corrupted saereg config ({exc})") from None
+    cfg = SAEConfig.from_dict(data, str(path))
+    check_shapes(cfg, tensor_shapes(header), str(path))
+    return cfg
+
+
+def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """Every expected tensor present with its exact shape; nothing unexpected."""
+    expected = cfg.expected_shapes()
+    optional = cfg.optional_shapes()
+    problems = []
+    for name, shape in expected.items():
+        if name not in shapes:
+            problems.append(f"missing tensor {name!r} (expected shape {list(shape)})")
+        elif tuple(shapes[name]) != shape:
+            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(shape)}")
+    for name, shape in shapes.items():
+        if name in expected:
+            continue
+        if name in optional:
+            if tuple(shape) != optional[name]:
+                problems.append(f"{name} has shape {list(shape)}, expected {list(optional[name])}")
+        else:
+            problems.append(f"unexpected tensor {name!r}")
+    if problems:
+        raise CanonicalFileError(f"{where}: " + "; ".join(problems))
+
+
+def write_canonical(path: Path, cfg: SAEConfig, tensors: Mapping[str, Any]) -> Path:
+    check_shapes(cfg, {n: _describe(v)[0] for n, v in tensors.items()}, str(path))
+    dtypes = {_describe(v)[1] for v in tensors.values()}
+    if dtypes != {cfg.dtype}:
+        raise ConfigError(f"{path}: tensors have dtypes {sorted(dtypes)}, config says {cfg.dtype}")
+    write_safetensors(path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"})
+    return path
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def canonical_cache_path(release: str, sae_id: str, revision: str | None) -> Path:
+    """Where the converted SAE for (release, id, resolved revision) lives."""
+    rev = revision or "unversioned"
+    return (
+        cache_dir()
+        / "canonical"
+        / quote(release, safe="")
+        / f"{quote(sae_id, safe='')}@{quote(rev, safe='')}.safetensors"
+    )
+
+
+def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
+    if cfg.normalization["kind"] == "scale":
+        raise CanonicalFileError(
+            "SAELens has no constant input scale factor; fold it into the weights first"
+        )
+    arch = cfg.architecture
+    if cfg.transcoder:
+        arch = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(arch, "")
+        if not arch:
+            raise CanonicalFileError(f"SAELens has no {cfg.architecture} transcoder class")
+        if "W_skip" in tensors:
+            arch = arch.replace("transcoder", "skip_transcoder")
+    else:
+        arch = {"relu": "standard"}.get(arch, arch)
+    saelens_cfg: dict[str, Any] = {
+        "architecture": arch,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": cfg.normalization["kind"],
+        "reshape_activations": cfg.reshape,
+        "metadata": {
+            "sae_lens_version": "6.0.0",
+            "model_name": cfg.model,
+            "hook_name": cfg.hook_name,
+            "hook_name_out": cfg.hook_name_out,
+            "context_size": cfg.context_size,
+            "dataset_path": cfg.dataset,
+            "neuronpedia_id": cfg.neuronpedia,
+            "saereg_source": dict(cfg.source),
+        },
+    }
+    if cfg.architecture == "topk":
+        saelens_cfg.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    if cfg.transcoder:
+        saelens_cfg["d_out"] = cfg.d_out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out_dir / "cfg.json"
+    weights = out_dir / "sae_weights.safetensors"
+    write_safetensors(weights, tensors, {"format": "pt"})
+    with atomic_path(cfg_path) as tmp:
+        tmp.write_text(json.dumps(saelens_cfg, indent=2) + "\n", encoding="utf-8")
+    return [cfg_path, weights]

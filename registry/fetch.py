@@ -1,0 +1,400 @@
+"""Getting publisher files onto local disk: the only module that talks to the network.
+
+* Hugging Face repositories go through ``huggingface_hub.hf_hub_download``: its cache
+  (``HF_HOME`` / ``HF_HUB_CACHE``), ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` are read at
+  each call, so they can change within one process. A file already in the cache (for a
+  pinned commit, or for a branch whose ref the cache records) is used without any
+  network call.
+* Plain URLs (``base_url`` releases) go through ``requests`` into
+  ``$SAEREG_CACHE/downloads``, resumable. ``SAEREG_URL_MIRRORS`` maps URL prefixes to
+  mirrors, as ``HF_ENDPOINT`` does for the hub:
+  ``SAEREG_URL_MIRRORS="https://openaipublic.blob.core.windows.net/=http://mirror.local/oai/"``
+  (several pairs separated by commas).
+
+Every file is hashed (sha256); where a release pins a checksum, a mismatch refuses to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .catalog import Release, SAEEntry
+from .errors import SaeregError
+from .hookspecs import RemoteFile
+from .settings import cache_dir
+
+MIRRORS_ENV = "SAEREG_URL_MIRRORS"
+OFFLINE_ENV = "SAEREG_OFFLINE"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_CHUNK = 1 << 20
+
+
+class FetchError(SaeregError):
+    """A file could not be downloaded (missing upstream, offline, network failure)."""
+
+
+class ChecksumError(SaeregError):
+    """A downloaded file does not match the checksum pinned in its release."""
+
+
+@dataclass(frozen=True)
+class FetchedFiles:
+    """Local copies of a release's files for one SAE."""
+
+    paths: dict[str, Path]  # repository path → local file (missing optional files absent)
+    sha256: dict[str, str]
+    revision: str | None  # the commit (hub) or ETag (URL) the files came from
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def offline() -> bool:
+    return _truthy("HF_HUB_OFFLINE") or _truthy(OFFLINE_ENV) or _truthy("TRANSFORMERS_OFFLINE")
+
+
+def hf_cache_dir() -> Path:
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if home:
+        return Path(home).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def hf_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def show_progress(quiet: bool | None) -> bool:
+    if quiet is not None:
+        return not quiet
+    return sys.stderr.isatty() and not _truthy("SAEREG_QUIET")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit `revision` means, from the local HF cache only (no network)."""
+    rev = revision or "main"
+    if _COMMIT.match(rev):
+        return rev
+    ref = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs" / rev
+    try:
+        commit = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if _COMMIT.match(commit) else None
+
+
+def _commit_of_snapshot(path: Path) -> str | None:
+    parts = path.parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        if i + 1 < len(parts) and _COMMIT.match(parts[i + 1]):
+            return parts[i + 1]
+    return None
+
+
+def _tqdm_class(progress: bool) -> Any:
+    from huggingface_hub.utils import tqdm
+
+    if progress:
+        return tqdm
+
+    class Quiet(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Quiet
+
+
+def hf_download(
+    repo_id: str,
+    path: str,
+    revision: str | None,
+    *,
+    optional: bool = False,
+    force: bool = False,
+    quiet: bool | None = None,
+) -> Path | None:
+    """One file from the hub through huggingface_hub; None for a missing optional file."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
+
+    rev = revision or "main"
+    try:
+        local = hf_hub_download(
+            repo_id,
+            path,
+            revision=rev,
+            cache_dir=hf_cache_dir(),
+            endpoint=hf_endpoint(),
+            local_files_only=offline(),
+            force_download=force,
+            tqdm_class=_tqdm_class(show_progress(quiet)),
+        )
+    except hf_errors.LocalEntryNotFoundError:
+        if optional and offline():
+            return None
+        raise FetchError(
+            f"{repo_id}/{path} (revision {rev}) is not in the Hugging Face cache at "
+            f"{hf_cache_dir()} and downloads are off (HF_HUB_OFFLINE / SAEREG_OFFLINE), or "
+            f"{hf_endpoint()} could not be reached. Download it once while online."
+        ) from None
+    except hf_errors.EntryNotFoundError:
+        if optional:
+            return None
+        raise FetchError(
+            f"{repo_id} has no file {path!r} at revision {rev}; the release may be out of date "
+            "(`saereg sync-check` compares it with the repository)"
+        ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise FetchError(f"{repo_id} has no revision {rev!r}") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise FetchError(
+            f"repository {repo_id!r} was not found on {hf_endpoint()} (renamed, private, or "
+            "gated? log in with `hf auth login` if you have access)"
+        ) from None
+    except (hf_errors.HfHubHTTPError, OSError) as exc:
+        raise FetchError(
+            f"could not download {repo_id}/{path} from {hf_endpoint()}: {exc}. Set "
+            "HF_HUB_OFFLINE=1 to use cached files only."
+        ) from None
+    return Path(str(local))
+
+
+# --------------------------------------------------------------------------- plain URLs
+
+
+def mirrored(url: str) -> str:
+    raw = os.environ.get(MIRRORS_ENV, "")
+    for pair in (p.strip() for p in raw.split(",") if p.strip()):
+        prefix, sep, target = pair.partition("=")
+        if not sep:
+            raise FetchError(f"{MIRRORS_ENV}: {pair!r} is not PREFIX=REPLACEMENT")
+        if url.startswith(prefix):
+            return target + url[len(prefix) :]
+    return url
+
+
+def _download_dir(url: str) -> Path:
+    return cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def url_cached(url: str) -> tuple[Path, dict[str, Any]] | None:
+    directory = _download_dir(url)
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    path = directory / meta.get("name", "")
+    return (path, meta) if path.is_file() else None
+
+
+def url_download(
+    url: str, *, force: bool = False, quiet: bool | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Download `url` into saereg's cache (resuming a partial download); return the file
+    and its metadata (url, etag, sha256, size)."""
+    import requests
+
+    hit = None if force else url_cached(url)
+    if hit is not None:
+        return hit
+    if offline():
+        raise FetchError(
+            f"{url} is not in saereg's download cache and downloads are off "
+            "(HF_HUB_OFFLINE / SAEREG_OFFLINE)"
+        )
+    directory = _download_dir(url)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "file"
+    part = directory / f"{name}.part"
+    source = mirrored(url)
+    done = part.stat().st_size if part.exists() and not force else 0
+    headers = {"Range": f"bytes={done}-"} if done else {}
+    try:
+        with requests.get(source, stream=True, timeout=30, headers=headers) as resp:
+            if resp.status_code == 416 and done:  # the partial file is already complete
+                pass
+            elif resp.status_code not in (200, 206):
+                raise FetchError(f"could not download {source}: HTTP {resp.status_code}")
+            else:
+                mode = "ab" if resp.status_code == 206 else "wb"
+                if mode == "wb":
+                    done = 0
+                total = resp.headers.get("Content-Length")
+                total_size = int(total) + done if total is not None else None
+                with part.open(mode) as fh, _bar(total_size, done, name, quiet) as bar:
+                    for chunk in resp.iter_content(_CHUNK):
+                        fh.write(chunk)
+                        bar.update(len(chunk))
+            etag = (resp.headers.get("ETag") or "").strip('"') or None
+    except requests.RequestException as exc:
+        raise FetchError(
+            f"could not download {source}: {exc}. Partial data is kept and the "
+            "next attempt resumes."
+        ) from None
+    final = directory / name
+    os.replace(part, final)
+    meta = {
+        "url": url,
+        "name": name,
+        "etag": etag,
+        "sha256": sha256_of(final),
+        "size": final.stat().st_size,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return final, meta
+
+
+def _bar(total: int | None, initial: int, name: str, quiet: bool | None) -> Any:
+    from huggingface_hub.utils import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        desc=name,
+        disable=not show_progress(quiet),
+    )
+
+
+# --------------------------------------------------------------------------- releases
+
+
+def source_url(release: Release, path: str) -> str:
+    assert release.base_url is not None
+    return release.base_url + path
+
+
+def known_revision(
+    release: Release, files: Sequence[RemoteFile], revision: str | None
+) -> str | None:
+    """The revision the files would come from, known without any network call, or None."""
+    if release.repo_id:
+        return cached_commit(release.repo_id, revision or release.revision)
+    hashes = []
+    for f in files:
+        hit = url_cached(source_url(release, f.path))
+        if hit is None:
+            if f.optional:
+                continue
+            return None
+        hashes.append(hit[1]["sha256"])
+    return "sha256-" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+
+
+def fetch_files(
+    release: Release,
+    entry: SAEEntry,
+    files: Sequence[RemoteFile],
+    revision: str | None = None,
+    *,
+    force: bool = False,
+    quiet: bool | None = None,
+    include_weights: bool = True,
+) -> FetchedFiles:
+    paths: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
+    resolved: str | None = None
+    for f in files:
+        if f.weights and not include_weights:
+            continue
+        if release.repo_id:
+            local = hf_download(
+                release.repo_id,
+                f.path,
+                revision or release.revision,
+                optional=f.optional,
+                force=force,
+                quiet=quiet,
+            )
+            if local is None:
+                continue
+            resolved = resolved or _commit_of_snapshot(local)
+            paths[f.path] = local
+            hashes[f.path] = sha256_of(local)
+        else:
+            url = source_url(release, f.path)
+            try:
+                local, meta = url_download(url, force=force, quiet=quiet)
+            except FetchError:
+                if f.optional:
+                    continue
+                raise
+            paths[f.path] = local
+            hashes[f.path] = meta["sha256"]
+    if not release.repo_id and hashes:
+        resolved = "sha256-" + hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:16]
+    verify_checksums(release, entry, hashes)
+    return FetchedFiles(paths, hashes, resolved)
+
+
+def verify_checksums(release: Release, entry: SAEEntry, hashes: Mapping[str, str]) -> None:
+    for path, expected in (entry.sha256 or {}).items():
+        got = hashes.get(path)
+        if got is not None and got != expected:
+            raise ChecksumError(
+                f"{release.name}/{entry.id}: {path} has sha256 {got}, but the release pins "
+                f"{expected}. The upstream file changed (or the download is corrupt); refusing "
+                "to load it. Delete it from the cache to retry, or report the release."
+            )
+
+
+def remote_safetensors_header(
+    repo_id: str, path: str, revision: str | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A safetensors header over two HTTP range requests, without the weights.
+
+    Used only when the file is not in the local cache.
+    """
+    import requests
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    from .canonical import MAX_HEADER, parse_header
+
+    if offline():
+        raise FetchError(f"{repo_id}/{path} is not cached and downloads are off")
+    url = hf_hub_url(repo_id, path, revision=revision or "main", endpoint=hf_endpoint())
+    headers = build_hf_headers()
+
+    def get(start: int, end: int) -> bytes:
+        try:
+            resp = requests.get(
+                url, headers={**headers, "Range": f"bytes={start}-{end}"}, timeout=30
+            )
+        except requests.RequestException as exc:
+            raise FetchError(f"could not read {url}: {exc}") from None
+        if resp.status_code not in (200, 206):
+            raise FetchError(f"could not read the header of {url}: HTTP {resp.status_code}")
+        return resp.content[: end - start + 1]
+
+    first = get(0, 7)
+    if len(first) != 8:
+        raise FetchError(f"{url}: too short to be a safetensors file")
+    size = int.from_bytes(first, "little")
+    if size > MAX_HEADER:
+        raise FetchError(f"{url}: corrupted safetensors header (declares {size} bytes)")
+    return parse_header(get(8, 8 + size - 1), url)

@@ -1,0 +1,196 @@
+"""reference → canonical SAE: resolve, fetch, convert through the format plugin, cache.
+
+The canonical cache is keyed by release, SAE id and the revision the files came from.
+When that revision is known locally (a pinned commit, a ref recorded in the HF cache, or
+files in saereg's download cache) and the canonical file exists, loading makes no
+network call and reads one safetensors file straight onto the target device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .canonical import (
+    CanonicalFileError,
+    canonical_cache_path,
+    read_config,
+    read_header,
+    write_canonical,
+)
+from .catalog import Release, SAEEntry
+from .errors import SaeregError
+from .fetch import fetch_files, known_revision, remote_safetensors_header
+from .hookspecs import Format
+from .plugin_manager import get_registry
+from .resolver import get_release, resolve
+from .sae_config import ConfigError, SAEConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .sae import SAE
+
+
+class ConversionError(SaeregError):
+    """A plugin produced tensors or a config that do not describe a valid SAE."""
+
+
+def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
+    info = resolve(ref)
+    release = get_release(info.release)
+    entry = release.sae(info.id)
+    assert entry is not None
+    return release, entry, get_registry().format(release.format)
+
+
+def _plugin_label(fmt: Format) -> str | None:
+    info = get_registry().format_owner.get(fmt.name)
+    return f"{info.distribution}=={info.version} ({info.name})" if info else None
+
+
+def build_config(
+    fmt: Format,
+    release: Release,
+    entry: SAEEntry,
+    converted: Mapping[str, Any],
+    hashes: Mapping[str, str],
+    revision: str | None,
+) -> SAEConfig:
+    """Catalogue metadata + what the plugin read from the files + provenance."""
+    base: dict[str, Any] = {
+        "hook_name": entry.hook_name,
+        "hook_name_out": entry.hook_name_out,
+        "hf_hook_name": entry.hf_hook_name,
+        "hook_layer": entry.hook_layer,
+        "model": release.model,
+        "context_size": entry.context_size,
+        "dataset": entry.dataset,
+        "nested_widths": list(entry.nested_widths) if entry.nested_widths else None,
+        "neuronpedia": entry.neuronpedia,
+    }
+    base.update(converted)
+    base["source"] = {
+        "release": release.name,
+        "sae_id": entry.id,
+        "format": fmt.name,
+        "repo_id": release.repo_id,
+        "base_url": release.base_url,
+        "path": entry.path,
+        "revision": revision,
+        "files": dict(hashes),
+        "plugin": _plugin_label(fmt),
+        "saereg_version": __version__,
+    }
+    where = f"{release.name}/{entry.id}"
+    for key in ("d_sae", "d_in"):
+        listed = getattr(entry, key)
+        if listed is not None and base.get(key) is not None and listed != base[key]:
+            raise ConversionError(
+                f"{where}: the release lists {key}={listed} but the files hold {key}="
+                f"{base[key]}; the release file or the upstream files are wrong — please report "
+                "it (and pin the revision that matches)"
+            )
+    try:
+        return SAEConfig.from_dict(base, where)
+    except ConfigError as exc:
+        raise ConversionError(f"format {fmt.name!r} produced an invalid config: {exc}") from None
+
+
+def fetch_canonical(
+    ref: str, *, revision: str | None = None, force: bool = False, quiet: bool | None = None
+) -> Path:
+    """Download and convert `ref` once; return the canonical file's path."""
+    release, entry, fmt = _lookup(ref)
+    files = fmt.files(release, entry)
+    known = known_revision(release, files, revision)
+    if known is not None and not force:
+        cached = canonical_cache_path(release.name, entry.id, known)
+        if _valid_canonical(cached):
+            return cached
+    fetched = fetch_files(release, entry, files, revision, force=force, quiet=quiet)
+    target = canonical_cache_path(release.name, entry.id, fetched.revision)
+    if not force and _valid_canonical(target):
+        return target
+    converted, tensors = fmt.convert(release, entry, fetched.paths)
+    cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
+    try:
+        write_canonical(target, cfg, tensors)
+    except (CanonicalFileError, ConfigError) as exc:
+        raise ConversionError(f"{release.name}/{entry.id}: {exc}") from None
+    return target
+
+
+def _valid_canonical(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        read_header(path)
+    except CanonicalFileError:
+        return False
+    return True
+
+
+def load_sae(
+    ref: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+) -> SAE:
+    """Load any catalogued SAE as a canonical `SAE` module on `device` in `dtype`.
+
+    The first call downloads the publisher's files and converts them once; later calls
+    read the cached canonical file directly onto the device.
+    """
+    from .sae import SAE
+
+    path = fetch_canonical(ref, revision=revision, force=force, quiet=quiet)
+    return SAE.load(path, device=device, dtype=dtype)
+
+
+def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = None) -> SAEConfig:
+    """The canonical config of `ref`, downloading no weights where the format allows.
+
+    Order: the canonical cache; then the format's config-only path (small files plus
+    safetensors headers, read from the HF cache or over HTTP range requests); else a
+    full fetch and conversion.
+    """
+    release, entry, fmt = _lookup(ref)
+    files = fmt.files(release, entry)
+    known = known_revision(release, files, revision)
+    if known is not None:
+        cached = canonical_cache_path(release.name, entry.id, known)
+        if _valid_canonical(cached):
+            return read_config(cached)
+    small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
+    shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+    weights = [f for f in files if f.weights]
+    if all(f.path.endswith(".safetensors") for f in weights):
+        for f in weights:
+            header = _header_for(release, f.path, revision)
+            if header is None:
+                continue
+            shapes[f.path] = {n: (i["dtype"], tuple(i["shape"])) for n, i in header.items()}
+        converted = fmt.config_only(release, entry, small.paths, shapes)
+        if converted is not None:
+            return build_config(fmt, release, entry, converted, small.sha256, small.revision)
+    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet))
+
+
+def _header_for(release: Release, path: str, revision: str | None) -> dict[str, Any] | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    from .fetch import hf_cache_dir
+
+    if not release.repo_id:
+        return None
+    rev = revision or release.revision or "main"
+    local = try_to_load_from_cache(release.repo_id, path, cache_dir=hf_cache_dir(), revision=rev)
+    if isinstance(local, str):
+        return read_header(Path(local))[0]
+    return remote_safetensors_header(release.repo_id, path, rev)[0]

@@ -1,0 +1,312 @@
+"""The canonical SAE as a torch module: one class for every publisher.
+
+encode → latents, decode → reconstruction in the space of the input, forward = both.
+The math follows the publishers' reference implementations exactly:
+
+* relu:      f = ReLU(x' @ W_enc + b_enc)
+* jumprelu:  h = x' @ W_enc + b_enc;  f = h · 1[h > threshold]   (strict >)
+* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active)
+* gated:     f = 1[x' @ W_enc + b_gate > 0] · ReLU(x' @ (W_enc ⊙ exp(r_mag)) + b_mag)
+* decode:    y = f @ W_dec + b_dec (+ x @ W_skipᵀ for affine transcoders)
+
+where x' is the (normalized) input minus b_dec when apply_b_dec_to_input. Input
+normalizations (layer_norm with the unbiased std and eps added to the std,
+constant_norm_rescale, a constant scale) are undone on the way out, using statistics
+carried by the latents tensor that encode returns (`NormState`): the module itself keeps
+no per-call state, so it is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .canonical import check_shapes, read_header, write_canonical
+from .sae_config import METADATA_KEY, SAEConfig
+
+_STATE_ATTR = "saereg_norm"
+
+
+@dataclass(frozen=True)
+class NormState:
+    """What decode needs to map a reconstruction back to the input's space."""
+
+    mean: torch.Tensor | None = None  # layer_norm
+    scale: torch.Tensor | None = None  # multiply the output by this (std, or 1/c)
+    head_shape: tuple[int, int] | None = None  # hook_z: (n_heads, d_head)
+    x_in: torch.Tensor | None = None  # affine transcoders: the raw (flattened) input
+
+
+def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    key = str(name).removeprefix("torch.")
+    try:
+        return getattr(torch, key)
+    except AttributeError:
+        raise ValueError(
+            f"unknown dtype {name!r}; use float32, float16, bfloat16 or float64"
+        ) from None
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder (or transcoder) in saereg's canonical form."""
+
+    W_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dtype = dtype or _dtype(cfg.dtype)
+        shapes = {**cfg.expected_shapes(), **cfg.optional_shapes()}
+        self._optional = set(cfg.optional_shapes())
+        self.register_parameter("W_skip", None)  # present only for affine transcoders
+        for name, shape in shapes.items():
+            if name in self._optional:
+                self.register_parameter(name, None)
+            else:
+                self.register_parameter(
+                    name, nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+                )
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_tensors(cls, cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> SAE:
+        """Build on the meta device and adopt `tensors` as the parameters (no copy)."""
+        check_shapes(cfg, {n: tuple(t.shape) for n, t in tensors.items()}, "tensors")
+        with torch.device("meta"):
+            sae = cls(cfg)
+        optional = cfg.optional_shapes()
+        for name in sae._optional & set(tensors):
+            sae.register_parameter(name, nn.Parameter(torch.empty(optional[name], device="meta")))
+        sae.load_state_dict(tensors, strict=True, assign=True)
+        sae.requires_grad_(False)
+        return sae
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> SAE:
+        """Load a canonical file straight onto `device`, cast to `dtype` if given."""
+        from safetensors.torch import load_file
+
+        from .canonical import read_config
+
+        path = Path(path)
+        cfg = read_config(path)
+        device = torch.device(device)
+        if device.type == "meta":
+            header, _ = read_header(path)
+            tensors = {
+                n: torch.empty(
+                    info["shape"], dtype=_dtype(_SAFETENSORS[info["dtype"]]), device="meta"
+                )
+                for n, info in header.items()
+            }
+        else:
+            tensors = load_file(path, device=str(device))
+        want = _dtype(dtype)
+        if want is not None:
+            tensors = {n: t.to(want) for n, t in tensors.items()}
+            cfg = cfg.replace(dtype=str(want).removeprefix("torch."))
+        return cls.from_tensors(cfg, tensors)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this SAE as a canonical file (atomically)."""
+        tensors = {n: p.detach() for n, p in self.named_parameters() if p is not None}
+        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."))
+        return write_canonical(Path(path), cfg, tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    # ------------------------------------------------------------------ math
+
+    def _flatten(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        if self.cfg.reshape == "hook_z" and x.shape[-1] != self.cfg.d_in and x.dim() >= 2:
+            heads = (int(x.shape[-2]), int(x.shape[-1]))
+            if heads[0] * heads[1] != self.cfg.d_in:
+                raise ValueError(
+                    f"hook_z input has {heads[0]} heads of size {heads[1]} = "
+                    f"{heads[0] * heads[1]} features, but this SAE reads d_in={self.cfg.d_in}"
+                )
+            return x.flatten(-2), heads
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"input has {x.shape[-1]} features in its last dimension; this SAE reads "
+                f"d_in={self.cfg.d_in} ({self.cfg.hook_name or 'its hook'})"
+            )
+        return x, None
+
+    def input_norm(self, x: torch.Tensor) -> NormState:
+        """The statistics decode needs for input `x` (see module docstring)."""
+        flat, heads = self._flatten(x.to(self.dtype))
+        return self._normalize(flat, heads)[1]
+
+    def _normalize(
+        self, x: torch.Tensor, heads: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, NormState]:
+        norm = self.cfg.normalization
+        kind = norm["kind"]
+        x_in = x if self.cfg.transcoder else None
+        if kind == "none":
+            return x, NormState(head_shape=heads, x_in=x_in)
+        if kind == "scale":
+            factor = float(norm["factor"])
+            scale = torch.tensor(1.0 / factor, dtype=x.dtype, device=x.device)
+            return x * factor, NormState(scale=scale, head_shape=heads, x_in=x_in)
+        if kind == "constant_norm_rescale":
+            c = math.sqrt(self.cfg.d_in) / x.norm(dim=-1, keepdim=True)
+            return x * c, NormState(scale=1.0 / c, head_shape=heads, x_in=x_in)
+        if kind == "layer_norm":
+            mean = x.mean(dim=-1, keepdim=True)
+            centred = x - mean
+            std = centred.std(dim=-1, keepdim=True)  # unbiased, as the publishers compute it
+            return centred / (std + float(norm["eps"])), NormState(mean, std, heads, x_in)
+        raise ValueError(f"unknown normalization {kind!r}")
+
+    def _slice(self, width: int | None) -> int:
+        if width is None:
+            return self.cfg.d_sae
+        if not 1 <= width <= self.cfg.d_sae:
+            raise ValueError(f"width must be between 1 and d_sae={self.cfg.d_sae}, got {width}")
+        widths = self.cfg.nested_widths
+        if widths is not None and width not in widths:
+            raise ValueError(
+                f"width {width} is not one of this Matryoshka SAE's nested widths {list(widths)}"
+            )
+        return width
+
+    def pre_activations(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """h = x' @ W_enc + b_enc (for gated: the magnitude path), before the nonlinearity."""
+        return self._encode(x, width)[1]
+
+    def _encode(
+        self, x: torch.Tensor, width: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, NormState]:
+        w = self._slice(width)
+        flat, heads = self._flatten(x.to(self.dtype))
+        xn, state = self._normalize(flat, heads)
+        if self.cfg.apply_b_dec_to_input:
+            xn = xn - self.b_dec
+        W = self.W_enc[:, :w]
+        arch = self.cfg.architecture
+        if arch == "gated":
+            gate = xn @ W + self.b_gate[:w]
+            mag = xn @ (W * torch.exp(self.r_mag[:w])) + self.b_mag[:w]
+            return (gate > 0).to(mag.dtype) * torch.relu(mag), mag, state
+        h = xn @ W + self.b_enc[:w]
+        if arch == "relu":
+            f = torch.relu(h)
+        elif arch == "jumprelu":
+            f = h * (h > self.threshold[:w]).to(h.dtype)
+        elif arch == "topk":
+            k = min(int(self.cfg.k or 0), w)
+            top = h.topk(k, dim=-1, sorted=False)
+            f = torch.zeros_like(h).scatter(-1, top.indices, torch.relu(top.values))
+        else:
+            raise ValueError(f"unknown architecture {arch!r}")
+        return f, h, state
+
+    def encode(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """Latent activations of `x`. With `width` (Matryoshka SAEs), only the first
+        `width` latents are used and returned: the nested smaller SAE."""
+        f, _, state = self._encode(x, width)
+        setattr(f, _STATE_ATTR, state)
+        return f
+
+    def decode(self, f: torch.Tensor, norm: NormState | None = None) -> torch.Tensor:
+        """Reconstruction from latents, in the space of the input that produced them.
+
+        The input's normalization statistics travel on the tensor `encode` returned; pass
+        `norm=sae.input_norm(x)` if `f` was computed some other way.
+        """
+        state = norm or getattr(f, _STATE_ATTR, None)
+        kind = self.cfg.normalization["kind"]
+        if state is None and (
+            kind in ("layer_norm", "constant_norm_rescale") or "W_skip" in self._present()
+        ):
+            raise ValueError(
+                f"decode() needs the statistics of the input (normalization {kind!r}"
+                f"{', affine skip connection' if 'W_skip' in self._present() else ''}); "
+                "decode the tensor encode() returned, or pass norm=sae.input_norm(x)"
+            )
+        w = f.shape[-1]
+        if w > self.cfg.d_sae:
+            raise ValueError(f"latents have {w} features, more than d_sae={self.cfg.d_sae}")
+        y = f.to(self.dtype) @ self.W_dec[:w] + self.b_dec
+        if state is not None:
+            if self.W_skip is not None:
+                if state.x_in is None:
+                    raise ValueError("decode() needs the input for the affine skip connection")
+                y = y + state.x_in @ self.W_skip.T
+            if state.scale is not None:
+                y = y * state.scale
+            if state.mean is not None:
+                y = y + state.mean
+            if state.head_shape is not None and not self.cfg.transcoder:
+                y = y.unflatten(-1, state.head_shape)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def _present(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p is not None}
+
+    # ------------------------------------------------------------------ matryoshka
+
+    def truncated(self, width: int) -> SAE:
+        """A smaller canonical SAE made of the first `width` latents (Matryoshka prefix)."""
+        w = self._slice(width)
+        sliced = {}
+        for name, p in self.named_parameters():
+            if p is None:
+                continue
+            if name == "W_enc":
+                sliced[name] = p[:, :w].clone()
+            elif name in ("W_dec",) or (
+                p.dim() == 1
+                and p.shape[0] == self.cfg.d_sae
+                and name in ("b_enc", "threshold", "b_gate", "b_mag", "r_mag")
+            ):
+                sliced[name] = p[:w].clone()
+            else:
+                sliced[name] = p.clone()
+        widths = tuple(v for v in self.cfg.nested_widths or () if v <= w) or None
+        cfg = self.cfg.replace(
+            d_sae=w, nested_widths=widths, k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k
+        )
+        return SAE.from_tensors(cfg, sliced)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"{c.architecture}{' transcoder' if c.transcoder else ''}, d_in={c.d_in}, "
+            f"d_sae={c.d_sae}, hook={c.hook_name}, source={c.source.get('release')}/"
+            f"{c.source.get('sae_id')}"
+        )
+
+
+_SAFETENSORS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+__all__ = ["METADATA_KEY", "SAE", "NormState"]

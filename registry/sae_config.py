@@ -1,0 +1,131 @@
+"""The canonical SAE config: what one canonical file is, independent of its publisher.
+
+Kept free of torch so `load_config` (and `saereg inspect`) can read it cheaply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any
+
+from .catalog import builtin_schema_dir, plain_dict
+from .errors import SaeregError
+
+CONFIG_VERSION = 1
+METADATA_KEY = "saereg_config"
+
+
+class ConfigError(SaeregError):
+    """A canonical config (from a plugin or from a file) is not valid."""
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Validated canonical config. `normalization` is a dict: {"kind": ...} plus parameters."""
+
+    architecture: str
+    d_in: int
+    d_sae: int
+    d_out: int
+    apply_b_dec_to_input: bool
+    normalization: Mapping[str, Any]
+    reshape: str
+    dtype: str
+    source: Mapping[str, Any]
+    config_version: int = CONFIG_VERSION
+    transcoder: bool = False
+    k: int | None = None
+    hook_name: str | None = None
+    hook_name_out: str | None = None
+    hf_hook_name: str | None = None
+    hook_layer: int | None = None
+    model: str | None = None
+    context_size: int | None = None
+    dataset: str | None = None
+    nested_widths: tuple[int, ...] | None = None
+    neuronpedia: str | None = None
+    folded: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> SAEConfig:
+        values = {"config_version": CONFIG_VERSION, **data}
+        validate_config(values, where)
+        if values.get("nested_widths") is not None:
+            values["nested_widths"] = tuple(values["nested_widths"])
+        values["folded"] = tuple(values.get("folded") or ())
+        cfg = cls(**values)
+        cfg.check(where)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        out = plain_dict(self)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def replace(self, **changes: Any) -> SAEConfig:
+        return replace(self, **changes)
+
+    def check(self, where: str) -> None:
+        """Cross-field rules the schema cannot express."""
+        if self.architecture == "topk" and not self.k:
+            raise ConfigError(f"{where}: a topk SAE needs k")
+        if self.k is not None and self.k > self.d_sae:
+            raise ConfigError(f"{where}: k={self.k} is larger than d_sae={self.d_sae}")
+        if not self.transcoder and self.d_out != self.d_in:
+            raise ConfigError(
+                f"{where}: d_out ({self.d_out}) differs from d_in ({self.d_in}) but the SAE is "
+                "not marked as a transcoder"
+            )
+        if self.transcoder and self.apply_b_dec_to_input:
+            raise ConfigError(f"{where}: transcoders never subtract b_dec from their input")
+        widths = self.nested_widths
+        if widths:
+            if any(b <= a for a, b in itertools.pairwise(widths)):
+                raise ConfigError(f"{where}: nested_widths {list(widths)} must be increasing")
+            if widths[-1] != self.d_sae:
+                raise ConfigError(
+                    f"{where}: the last nested width {widths[-1]} must equal d_sae {self.d_sae}"
+                )
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor the canonical file must hold, with its shape."""
+        shapes: dict[str, tuple[int, ...]] = {
+            "W_enc": (self.d_in, self.d_sae),
+            "W_dec": (self.d_sae, self.d_out),
+            "b_dec": (self.d_out,),
+        }
+        if self.architecture == "gated":
+            shapes.update(b_gate=(self.d_sae,), b_mag=(self.d_sae,), r_mag=(self.d_sae,))
+        else:
+            shapes["b_enc"] = (self.d_sae,)
+        if self.architecture == "jumprelu":
+            shapes["threshold"] = (self.d_sae,)
+        return shapes
+
+    def optional_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"W_skip": (self.d_out, self.d_in)} if self.transcoder else {}
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    with (builtin_schema_dir() / f"sae.v{CONFIG_VERSION}.json").open(encoding="utf-8") as fh:
+        schema = json.load(fh)
+    return Draft202012Validator(schema)
+
+
+def validate_config(data: Mapping[str, Any], where: str = "config") -> None:
+    errors = sorted(_validator().iter_errors(dict(data)), key=lambda e: list(map(str, e.path)))
+    if errors:
+        lines = []
+        for e in errors:
+            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
+            lines.append(f"{path}: {e.message}")
+        raise ConfigError(f"{where}: invalid canonical config: " + "; ".join(lines))
