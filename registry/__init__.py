@@ -5,6 +5,8 @@ The public API is small and stable::
     import saereg
     info = saereg.resolve("gpt2-small-res-jb/blocks.8.hook_resid_pre")
     rows = saereg.list_saes(model="gemma-2-2b", hook="*resid_post")
+    sae = saereg.load_sae("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82",
+                          device="cuda", dtype="bfloat16")
 
 Attributes are imported lazily so that ``import saereg`` costs almost nothing: the
 resolve/list/validate paths never import torch.
@@ -19,6 +21,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "resolve": ".resolver",
+    "load_sae": ".loading",
+    "load_config": ".loading",
+    "fetch_canonical": ".loading",
+    "SAE": ".sae",
+    "NormState": ".sae",
+    "SAEConfig": ".sae_config",
+    "LazyArray": ".canonical",
     "list_saes": ".resolver",
     "get_release": ".resolver",
     "ResolvedSAE": ".resolver",
@@ -34,27 +43,38 @@ _LAZY = {
 }
 
 __all__ = [
+    "SAE",
     "Format",
+    "LazyArray",
+    "NormState",
     "PluginError",
     "Release",
     "ReleaseFileError",
     "RemoteFile",
     "ResolvedSAE",
+    "SAEConfig",
     "SAEEntry",
     "SaeregError",
     "UnknownReferenceError",
     "__version__",
+    "fetch_canonical",
     "get_release",
     "hookimpl",
     "list_saes",
+    "load_config",
+    "load_sae",
     "resolve",
 ]
 
 if TYPE_CHECKING:
+    from .canonical import LazyArray
     from .catalog import Release, SAEEntry
     from .errors import PluginError, ReleaseFileError, SaeregError, UnknownReferenceError
     from .hookspecs import Format, RemoteFile, hookimpl
+    from .loading import fetch_canonical, load_config, load_sae
     from .resolver import ResolvedSAE, get_release, list_saes, resolve
+    from .sae import SAE, NormState
+    from .sae_config import SAEConfig
 
 
 def __getattr__(name: str) -> Any:

@@ -251,6 +251,88 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .canonical import read_config
+    from .loading import fetch_canonical
+
+    path = fetch_canonical(
+        args.ref, revision=args.revision, force=args.force, quiet=True if args.quiet else None
+    )
+    if args.json:
+        cfg = read_config(path)
+        _print_json({"path": str(path), "config": cfg.to_dict()})
+    else:
+        print(path)
+    return EXIT_OK
+
+
+def _canonical_file(ref: str, revision: str | None, quiet: bool) -> Path:
+    """A canonical file given as a path, or fetched for a catalogue reference."""
+    candidate = Path(ref)
+    if candidate.suffix == ".safetensors" and candidate.is_file():
+        return candidate
+    from .loading import fetch_canonical
+
+    return fetch_canonical(ref, revision=revision, quiet=True if quiet else None)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from safetensors import safe_open
+
+    from .canonical import export_saelens, read_config
+
+    path = _canonical_file(args.ref, args.revision, args.quiet)
+    cfg = read_config(path)
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+    written = export_saelens(cfg, tensors, Path(args.out))
+    for p in written:
+        print(p)
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .canonical import read_config, read_header
+
+    path = Path(args.path)
+    if not path.is_file():
+        print(f"saereg inspect: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    cfg = read_config(path)
+    header, _ = read_header(path)
+    tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in sorted(header.items())}
+    if args.json:
+        _print_json({"path": str(path), "config": cfg.to_dict(), "tensors": tensors})
+        return EXIT_OK
+    print(f"{path}")
+    src = cfg.source
+    print(
+        f"  source        {src.get('release')}/{src.get('sae_id')} ({src.get('format')} format, "
+        f"revision {src.get('revision') or 'unknown'})"
+    )
+    kind = cfg.architecture + (" transcoder" if cfg.transcoder else "")
+    print(f"  architecture  {kind}" + (f", k={cfg.k}" if cfg.k else ""))
+    print(
+        f"  d_in/d_sae    {cfg.d_in} / {cfg.d_sae}"
+        + (f" -> d_out {cfg.d_out}" if cfg.transcoder else "")
+    )
+    print(
+        f"  hook          {cfg.hook_name}"
+        + (f" -> {cfg.hook_name_out}" if cfg.hook_name_out else "")
+    )
+    norm = ", ".join(f"{k}={v}" for k, v in cfg.normalization.items())
+    print(f"  normalization {norm}; b_dec subtracted from input: {cfg.apply_b_dec_to_input}")
+    print(f"  reshape       {cfg.reshape}; dtype {cfg.dtype}")
+    if cfg.nested_widths:
+        print(f"  nested widths {', '.join(map(str, cfg.nested_widths))}")
+    for note in cfg.folded:
+        print(f"  folded        {note}")
+    print("  tensors:")
+    for name, info in tensors.items():
+        print(f"    {name:<10} {info['dtype']:<5} {info['shape']}")
+    return EXIT_OK
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     import yaml
 
@@ -373,6 +455,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser(
+        "fetch",
+        help="download and convert one SAE; print the canonical file's path",
+        description="Download the publisher's files (through the Hugging Face cache or "
+        "plain URLs), convert them once into a canonical safetensors file in $SAEREG_CACHE, "
+        "and print its path. A second fetch makes no network call.",
+    )
+    p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
+    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument("--force", action="store_true", help="download and convert again")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the path and canonical config")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("export", help="write an SAE in another library's layout")
+    p.add_argument("ref", help="a reference, or a canonical .safetensors file")
+    p.add_argument(
+        "--format",
+        choices=["saelens"],
+        default="saelens",
+        help="target layout: saelens (cfg.json + sae_weights.safetensors)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("inspect", help="config and tensor shapes of a canonical file")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("list", help="list SAEs of the whole catalogue, filtered")
     p.add_argument("--model", help="model name glob, e.g. gemma-2-2b or 'gemma-2-*'")

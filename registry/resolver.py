@@ -9,6 +9,7 @@ compiled index (for Neuronpedia ids and suggestions).
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import UnknownReferenceError
 from .refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
 
 NEURONPEDIA_URL = "https://www.neuronpedia.org/"
+RELEASES_ENV = "SAEREG_RELEASES"
 
 
 @dataclass(frozen=True)
@@ -116,21 +118,29 @@ def _find_release_file(name: str) -> Path | None:
     candidate = builtin_release_dir() / f"{name}.yaml"
     if candidate.is_file():
         return candidate
-    for directory in _plugin_release_dirs():
-        candidate = directory / f"{name}.yaml"
-        if candidate.is_file():
-            return candidate
+    for directories in (_env_release_dirs, _plugin_release_dirs):  # plugins load only if needed
+        for directory in directories():
+            candidate = directory / f"{name}.yaml"
+            if candidate.is_file():
+                return candidate
     return None
 
 
 def _plugin_release_dirs() -> list[Path]:
     from .plugin_manager import get_registry
 
-    return get_registry().release_dirs()
+    return [*_env_release_dirs(), *get_registry().release_dirs()]
+
+
+def _env_release_dirs() -> list[Path]:
+    """`SAEREG_RELEASES`: extra release directories (os.pathsep-separated), for release
+    files kept outside any package — a lab's private SAEs, or a release being written."""
+    raw = os.environ.get(RELEASES_ENV, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def release_dirs() -> list[Path]:
-    """Every directory of release files: the built-in one first, then plugins'."""
+    """Every directory of release files: the built-in one, `SAEREG_RELEASES`, plugins'."""
     return [builtin_release_dir(), *_plugin_release_dirs()]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +47,41 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@dataclass
+class HubEnv:
+    """A fake hub plus isolated caches and a release directory, wired through env vars."""
+
+    hub: Any
+    root: Path
+    releases: Path
+    hf_cache: Path
+    cache: Path
+
+    def add_release(self, name: str, text: str) -> Path:
+        return write(self.releases / f"{name}.yaml", text)
+
+    def count(self) -> int:
+        return len(self.hub.requests)
+
+
+@pytest.fixture
+def hubenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from .fakehub import FakeHub
+
+    hub = FakeHub()
+    env = HubEnv(hub, tmp_path, tmp_path / "releases", tmp_path / "hf", tmp_path / "saereg")
+    env.releases.mkdir()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(env.hf_cache))
+    monkeypatch.setenv("SAEREG_CACHE", str(env.cache))
+    monkeypatch.setenv("SAEREG_RELEASES", str(env.releases))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv(
+        "SAEREG_URL_MIRRORS", f"https://openaipublic.blob.core.windows.net/={hub.url}/static/"
+    )
+    for var in ("HF_HUB_OFFLINE", "SAEREG_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    yield env
+    hub.close()
