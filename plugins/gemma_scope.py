@@ -224,6 +224,7 @@ class GemmaScopeFormat(Format):
             "transcoder": transcoder,
             "dtype": tensors["W_enc"].dtype,
             "folded": [],
+            **self._hooks(entry, derived),
         }
         if derived["hook_name"] == "hook_embed":
             # Gemma multiplies token embeddings by sqrt(d_model); these SAEs were trained on
@@ -233,6 +234,17 @@ class GemmaScopeFormat(Format):
             tensors["W_dec"] = scaled(tensors["W_dec"], root)
             config["folded"].append(f"embedding scale: W_enc/sqrt({d_in}), W_dec*sqrt({d_in})")
         return config, tensors
+
+    @staticmethod
+    def _hooks(entry: SAEEntry, derived: Mapping[str, Any]) -> dict[str, Any]:
+        """Hook fields from the release, else from the path conventions."""
+        return {
+            "hook_name": entry.hook_name or derived.get("hook_name"),
+            "hook_name_out": entry.hook_name_out or derived.get("hook_name_out"),
+            "hook_layer": entry.hook_layer
+            if entry.hook_layer is not None
+            else derived.get("hook_layer"),
+        }
 
     @staticmethod
     def _gs2_raw(path: Path | None) -> dict[str, Any]:
@@ -269,6 +281,7 @@ class GemmaScopeFormat(Format):
             "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
             "transcoder": transcoder,
             "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
+            **self._hooks(entry, derived),
             "hf_hook_name": raw.get("hf_hook_point_in") or derived.get("hf_hook_name"),
         }
         if raw.get("affine_connection") and "affine_skip_connection" not in named:

@@ -51,7 +51,15 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         ("publisher", info.publisher),
         ("format", info.format),
         ("repo_id" if info.repo_id else "base_url", info.repo_id or info.base_url),
-        ("revision", info.revision or "not pinned (default branch)"),
+        (
+            "revision",
+            info.revision
+            or (
+                "not pinned (default branch)"
+                if info.repo_id
+                else "none (plain URLs; files are sha256-checked)"
+            ),
+        ),
         ("path", info.path),
         ("hook_name", info.hook_name),
         ("hook_layer", info.hook_layer),
