@@ -149,7 +149,7 @@ def hf_download(
             cache_dir=hf_cache_dir(),
             endpoint=hf_endpoint(),
             local_files_only=offline(),
-            force_download=force,
+            force_download=force and not offline(),
             tqdm_class=_tqdm_class(show_progress(quiet)),
         )
     except hf_errors.LocalEntryNotFoundError:

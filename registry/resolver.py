@@ -180,10 +180,16 @@ def resolve(ref: str) -> ResolvedSAE:
         assert parsed.sae_id is not None
         entry = release.sae(parsed.sae_id)
         if entry is None:
-            raise UnknownReferenceError(
-                f"Release {release.name!r} has no SAE {parsed.sae_id!r}.",
-                close_matches(parsed.sae_id, [e.id for e in release.saes]),
-            )
+            ids = [e.id for e in release.saes]
+            near = close_matches(parsed.sae_id, ids)
+            message = f"Release {release.name!r} has no SAE {parsed.sae_id!r}."
+            if not near:
+                shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
+                message += (
+                    f" Its {len(ids)} SAEs: {shown} (`saereg info {release.name} --all` "
+                    "lists every id)."
+                )
+            raise UnknownReferenceError(message, near)
         return ResolvedSAE.from_release(release, entry)
     return _resolve_via_index(parsed.text, parsed.could_be_neuronpedia)
 
