@@ -197,8 +197,11 @@ def tensor_shapes(header: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {name: tuple(info["shape"]) for name, info in header.items()}
 
 
-def read_config(path: Path) -> SAEConfig:
-    """The canonical config of a canonical file (header only; no torch)."""
+def read_config(path: Path, *, full_schema: bool = False) -> SAEConfig:
+    """The canonical config of a canonical file (header only; no torch).
+
+    Files are checked structurally; `full_schema=True` also validates against
+    schemas/sae.v1.json (every file saereg writes was validated so when written)."""
     header, metadata = read_header(path)
     raw = metadata.get(METADATA_KEY)
     if raw is None:
@@ -210,7 +213,7 @@ def read_config(path: Path) -> SAEConfig:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CanonicalFileError(f"{path}: corrupted saereg config ({exc})") from None
-    cfg = SAEConfig.from_dict(data, str(path))
+    cfg = SAEConfig.from_dict(data, str(path), full_schema=full_schema)
     check_shapes(cfg, tensor_shapes(header), str(path))
     return cfg
 
@@ -238,6 +241,9 @@ def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: s
 
 
 def write_canonical(path: Path, cfg: SAEConfig, tensors: Mapping[str, Any]) -> Path:
+    from .sae_config import validate_config
+
+    validate_config(cfg.to_dict(), str(path))
     check_shapes(cfg, {n: _describe(v)[0] for n, v in tensors.items()}, str(path))
     dtypes = {_describe(v)[1] for v in tensors.values()}
     if dtypes != {cfg.dtype}:

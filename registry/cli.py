@@ -306,7 +306,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"saereg inspect: no such file: {path}", file=sys.stderr)
         return EXIT_USAGE
-    cfg = read_config(path)
+    cfg = read_config(path, full_schema=True)
     header, _ = read_header(path)
     tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in sorted(header.items())}
     if args.json:

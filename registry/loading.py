@@ -22,10 +22,10 @@ from .canonical import (
 )
 from .catalog import Release, SAEEntry
 from .errors import SaeregError
-from .fetch import fetch_files, known_revision, remote_safetensors_header
+from .fetch import cached_commit, fetch_files, known_revision, remote_safetensors_header
 from .hookspecs import Format
 from .plugin_manager import get_registry
-from .resolver import get_release, resolve
+from .resolver import resolve_entry
 from .sae_config import ConfigError, SAEConfig
 
 if TYPE_CHECKING:
@@ -39,11 +39,21 @@ class ConversionError(SaeregError):
 
 
 def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
-    info = resolve(ref)
-    release = get_release(info.release)
-    entry = release.sae(info.id)
-    assert entry is not None
+    release, entry = resolve_entry(ref)
     return release, entry, get_registry().format(release.format)
+
+
+def _cached_for_hub(ref: str, revision: str | None) -> Path | None:
+    """The canonical file of a hub release whose revision the HF cache already knows:
+    found without loading any plugin or touching the network."""
+    release, entry = resolve_entry(ref)
+    if not release.repo_id:
+        return None
+    known = cached_commit(release.repo_id, revision or release.revision)
+    if known is None:
+        return None
+    path = canonical_cache_path(release.name, entry.id, known)
+    return path if _valid_canonical(path) else None
 
 
 def _plugin_label(fmt: Format) -> str | None:
@@ -103,6 +113,10 @@ def fetch_canonical(
     ref: str, *, revision: str | None = None, force: bool = False, quiet: bool | None = None
 ) -> Path:
     """Download and convert `ref` once; return the canonical file's path."""
+    if not force:
+        hit = _cached_for_hub(ref, revision)
+        if hit is not None:
+            return hit
     release, entry, fmt = _lookup(ref)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)

@@ -101,15 +101,15 @@ def _replace(info: PluginInfo, **changes: object) -> PluginInfo:
 
 
 def _entry_points() -> list[tuple[importlib.metadata.EntryPoint, str, str]]:
+    """Entry points of the group, with their distribution (read only for those)."""
     seen: set[str] = set()
     found = []
-    for dist in importlib.metadata.distributions():
-        dist_name = dist.metadata["Name"] or "?"
-        for ep in dist.entry_points:
-            if ep.group != GROUP or ep.name in seen:
-                continue
-            seen.add(ep.name)
-            found.append((ep, dist_name, dist.version))
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        dist = ep.dist
+        found.append((ep, dist.name if dist else "?", dist.version if dist else "?"))
     return sorted(found, key=lambda t: t[0].name)
 
 

@@ -163,6 +163,11 @@ def get_release(name: str) -> Release:
 
 def resolve(ref: str) -> ResolvedSAE:
     """Resolve ``RELEASE/SAE_ID``, a Neuronpedia id, or ``hf:ORG/REPO/PATH``."""
+    return ResolvedSAE.from_release(*resolve_entry(ref))
+
+
+def resolve_entry(ref: str) -> tuple[Release, SAEEntry]:
+    """Like `resolve`, but returns the release and its entry (one file read)."""
     parsed = parse_reference(ref)
     if parsed.kind == "hf":
         return _resolve_hf(parsed.repo_id or "", parsed.path or "")
@@ -190,11 +195,11 @@ def resolve(ref: str) -> ResolvedSAE:
                     "lists every id)."
                 )
             raise UnknownReferenceError(message, near)
-        return ResolvedSAE.from_release(release, entry)
+        return release, entry
     return _resolve_via_index(parsed.text, parsed.could_be_neuronpedia)
 
 
-def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> ResolvedSAE:
+def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> tuple[Release, SAEEntry]:
     from .index import load_index
 
     index = load_index(release_dirs())
@@ -202,7 +207,7 @@ def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> ResolvedSAE:
         by_np = index.by_neuronpedia()
         hit = by_np.get(text)
         if hit is not None:
-            return resolve(f"{hit[0]}/{hit[1]}")
+            return resolve_entry(f"{hit[0]}/{hit[1]}")
     release_part = text.split("/", 1)[0]
     groups: list[tuple[str, list[str]]] = [(release_part, list(index.releases))]
     if could_be_neuronpedia:
@@ -218,7 +223,7 @@ def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> ResolvedSAE:
     raise UnknownReferenceError(message, suggestions)
 
 
-def _resolve_hf(repo_id: str, path: str) -> ResolvedSAE:
+def _resolve_hf(repo_id: str, path: str) -> tuple[Release, SAEEntry]:
     from .index import load_index
 
     index = load_index(release_dirs())
@@ -241,7 +246,7 @@ def _resolve_hf(repo_id: str, path: str) -> ResolvedSAE:
     # Prefer the release where the id is the path itself (not a '-canonical' alias).
     matches.sort(key=lambda r: (r["id"] != r["path"], r["release"]))
     best = matches[0]
-    return resolve(f"{best['release']}/{best['id']}")
+    return resolve_entry(f"{best['release']}/{best['id']}")
 
 
 def _glob(value: str | None, pattern: str | None) -> bool:

@@ -119,6 +119,8 @@ class SAE(nn.Module):
                 for n, info in header.items()
             }
         else:
+            # Memory-mapped, copy-on-write: nothing is read until used, and in-place
+            # changes never reach the file.
             tensors = load_file(path, device=str(device))
         want = _dtype(dtype)
         if want is not None:
