@@ -123,11 +123,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
-def write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> None:
+def write_safetensors(
+    path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str], progress: bool = False
+) -> None:
     """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically."""
     described = {name: _describe(value) for name, value in tensors.items()}
     header, order = encode_header(described, metadata)
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+    bar = _progress_bar(sum(size for _, size in order), f"converting {path.name}", progress)
+    with bar, atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(header)
         for name, size in order:
             value = tensors[name]
@@ -142,7 +145,14 @@ def write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[
             if data.nbytes != size:
                 raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
             fh.write(data)
+            bar.update(size)
             del value, data
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    from huggingface_hub.utils import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not enabled)
 
 
 def parse_header(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -240,7 +250,9 @@ def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: s
         raise CanonicalFileError(f"{where}: " + "; ".join(problems))
 
 
-def write_canonical(path: Path, cfg: SAEConfig, tensors: Mapping[str, Any]) -> Path:
+def write_canonical(
+    path: Path, cfg: SAEConfig, tensors: Mapping[str, Any], progress: bool = False
+) -> Path:
     from .sae_config import validate_config
 
     validate_config(cfg.to_dict(), str(path))
@@ -248,7 +260,7 @@ def write_canonical(path: Path, cfg: SAEConfig, tensors: Mapping[str, Any]) -> P
     dtypes = {_describe(v)[1] for v in tensors.values()}
     if dtypes != {cfg.dtype}:
         raise ConfigError(f"{path}: tensors have dtypes {sorted(dtypes)}, config says {cfg.dtype}")
-    write_safetensors(path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"})
+    write_safetensors(path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"}, progress)
     return path
 
 

@@ -22,7 +22,13 @@ from .canonical import (
 )
 from .catalog import Release, SAEEntry
 from .errors import SaeregError
-from .fetch import cached_commit, fetch_files, known_revision, remote_safetensors_header
+from .fetch import (
+    cached_commit,
+    fetch_files,
+    known_revision,
+    remote_safetensors_header,
+    show_progress,
+)
 from .hookspecs import Format
 from .plugin_manager import get_registry
 from .resolver import resolve_entry
@@ -131,7 +137,7 @@ def fetch_canonical(
     converted, tensors = fmt.convert(release, entry, fetched.paths)
     cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
     try:
-        write_canonical(target, cfg, tensors)
+        write_canonical(target, cfg, tensors, progress=show_progress(quiet))
     except (CanonicalFileError, ConfigError) as exc:
         raise ConversionError(f"{release.name}/{entry.id}: {exc}") from None
     return target

@@ -285,3 +285,59 @@ def test_cli_fetch_inspect_and_errors(hubenv) -> None:
     assert offline.returncode == 0  # cached files
     broken = run_saereg("inspect", str(hubenv.root / "releases" / "rob.yaml"))
     assert broken.returncode == 1 and "too short" not in broken.stderr
+
+
+def test_progress_bars_follow_quiet(hubenv, capfd) -> None:
+    files, _ = saelens_folder("sae")
+    ref, _ = publish(hubenv, files)
+    fetch_canonical(ref, quiet=True)
+    assert capfd.readouterr().err == ""
+    fetch_canonical(ref, quiet=False, force=True)
+    err = capfd.readouterr().err
+    assert "converting" in err and "100%" in err
+
+
+def test_hf_cache_location_follows_the_environment(monkeypatch, tmp_path) -> None:
+    from saereg.fetch import hf_cache_dir
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hf_cache_dir() == tmp_path / "hub"
+
+
+def test_config_of_npz_formats_falls_back_to_one_conversion(hubenv) -> None:
+    from .publishers import gemma_scope_npz
+
+    npz, _ = gemma_scope_npz(d_in=8, d_sae=16)
+    path = "layer_1/width_16k/average_l0_9"
+    hubenv.hub.add_commit("google/gemma-scope-2b-pt-mlp", {f"{path}/params.npz": npz})
+    hubenv.add_release(
+        "mlp",
+        release_yaml(
+            "mlp",
+            "gemma_scope",
+            [{"id": path, "path": path}],
+            repo_id="google/gemma-scope-2b-pt-mlp",
+        ),
+    )
+    cfg = load_config(f"mlp/{path}")
+    assert (cfg.hook_name, cfg.d_sae) == ("blocks.1.hook_mlp_out", 16)
+    before = hubenv.count()
+    saereg.load_sae(f"mlp/{path}")  # converted once by load_config: nothing to download
+    assert hubenv.count() == before
+
+
+def test_edited_release_files_are_reread(hubenv) -> None:
+    files, _ = saelens_folder("sae")
+    ref, _ = publish(hubenv, files)
+    assert saereg.resolve(ref).context_size == 128
+    path = hubenv.releases / "rob.yaml"
+    path.write_text(path.read_text().replace("context_size: 128", "context_size: 256"))
+    import os
+
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert saereg.resolve(ref).context_size == 256
