@@ -206,26 +206,12 @@ class GemmaScopeFormat(Format):
                     f"{entry.path}/params.npz has a non-trivial "
                     "scaling_factor, which Gemma Scope never publishes"
                 )
-        require(
-            tensors, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), f"{entry.path}/params.npz"
+        shapes = {n: t.shape for n, t in tensors.items()}
+        config, derived = self._jumprelu_config(
+            release, entry, shapes, tensors["W_enc"].dtype, f"{entry.path}/params.npz"
         )
-        d_in, d_sae = tensors["W_enc"].shape
-        d_out = tensors["W_dec"].shape[1]
-        derived = self.describe(release, entry)
-        transcoder = derived.get("hook_name_out") is not None
-        config: dict[str, Any] = {
-            "architecture": "jumprelu",
-            "d_in": d_in,
-            "d_sae": d_sae,
-            "d_out": d_out,
-            "apply_b_dec_to_input": False,
-            "normalization": {"kind": "none"},
-            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
-            "transcoder": transcoder,
-            "dtype": tensors["W_enc"].dtype,
-            "folded": [],
-            **self._hooks(entry, derived),
-        }
+        d_in = config["d_in"]
+        config["folded"] = []
         if derived["hook_name"] == "hook_embed":
             # Gemma multiplies token embeddings by sqrt(d_model); these SAEs were trained on
             # unscaled embeddings. b_dec is left as published.
@@ -234,6 +220,33 @@ class GemmaScopeFormat(Format):
             tensors["W_dec"] = scaled(tensors["W_dec"], root)
             config["folded"].append(f"embedding scale: W_enc/sqrt({d_in}), W_dec*sqrt({d_in})")
         return config, tensors
+
+    def _jumprelu_config(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        shapes: Mapping[str, tuple[int, ...]],
+        dtype: str,
+        where: str,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What both generations share: JumpReLU, no input normalization, no b_dec
+        subtraction; site, hooks and transcoder-ness from the path conventions."""
+        require(shapes, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), where)
+        d_in, d_sae = shapes["W_enc"]
+        derived = self.describe(release, entry)
+        config: dict[str, Any] = {
+            "architecture": "jumprelu",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": shapes["W_dec"][-1],
+            "apply_b_dec_to_input": False,
+            "normalization": {"kind": "none"},
+            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
+            "transcoder": derived.get("hook_name_out") is not None,
+            "dtype": dtype,
+            **self._hooks(entry, derived),
+        }
+        return config, derived
 
     @staticmethod
     def _hooks(entry: SAEEntry, derived: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,31 +272,21 @@ class GemmaScopeFormat(Format):
     ) -> dict[str, Any]:
         where = f"{entry.path}/params.safetensors"
         named = self._normalized_keys(shapes)
-        require(named, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), where)
         arch = raw.get("architecture", "jump_relu")
         if arch != "jump_relu":
             raise CanonicalFileError(
                 f"{entry.path}/config.json: architecture {arch!r} is not "
                 "supported (Gemma Scope 2 publishes jump_relu)"
             )
-        d_in, d_sae = named["W_enc"][1]
-        d_out = named["W_dec"][1][-1]
-        derived = self.describe(release, entry)
-        transcoder = derived.get("hook_name_out") is not None
         dtypes = {d for d, _ in named.values()}
-        config: dict[str, Any] = {
-            "architecture": "jumprelu",
-            "d_in": d_in,
-            "d_sae": d_sae,
-            "d_out": d_out,
-            "apply_b_dec_to_input": False,
-            "normalization": {"kind": "none"},
-            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
-            "transcoder": transcoder,
-            "dtype": dtypes.pop() if len(dtypes) == 1 else "float32",
-            **self._hooks(entry, derived),
-            "hf_hook_name": raw.get("hf_hook_point_in") or derived.get("hf_hook_name"),
-        }
+        config, derived = self._jumprelu_config(
+            release,
+            entry,
+            {n: s for n, (_, s) in named.items()},
+            dtypes.pop() if len(dtypes) == 1 else "float32",
+            where,
+        )
+        config["hf_hook_name"] = raw.get("hf_hook_point_in") or derived.get("hf_hook_name")
         if raw.get("affine_connection") and "affine_skip_connection" not in named:
             raise CanonicalFileError(
                 f"{where}: config.json declares an affine connection but "
