@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,14 @@ class GemmaScopeFormat(Format):
             if d_model:
                 out.update(d_in=d_model, d_out=d_model)
         return out
+
+    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
+        """Folders holding params.npz (generation 1) or params.safetensors (generation 2)
+        whose path follows the layout; the id is the path."""
+        gen2 = bool(_GS2_MODEL.search(repo_id.rsplit("/", 1)[-1]))
+        weights, layout = ("params.safetensors", _GS2_PATH) if gen2 else ("params.npz", _GS1_PATH)
+        folders = sorted(p[: -len(weights) - 1] for p in listing if p.endswith(f"/{weights}"))
+        return [{"id": f, "path": f} for f in folders if layout.match(f)]
 
     # ------------------------------------------------------------------ weights
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,29 @@ class LlamaScopeFormat(Format):
             f"path {entry.path!r} follows neither Llama Scope's "
             "Llama3_1-8B-Base-L{L}{R|A|M|TC}-{8|32}x nor the R1-distill {mix}/L{L}R layout"
         )
+
+    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
+        """Base folders with hyperparams.json (ids like l15r_8x, as upstream names them),
+        and R1-distill folders with config.json and sae_weights.safetensors."""
+        files = set(listing)
+        out = []
+        for path in sorted(files):
+            folder = path.rsplit("/", 1)[0]
+            base = _BASE.match(folder)
+            if (
+                base
+                and path.endswith("/hyperparams.json")
+                and f"{folder}/checkpoints/final.safetensors" in files
+            ):
+                layer, site, factor = base.groups()
+                out.append({"id": f"l{layer}{site.lower()}_{factor}x", "path": folder})
+            elif (
+                _R1.match(folder)
+                and path.endswith("/config.json")
+                and f"{folder}/sae_weights.safetensors" in files
+            ):
+                out.append({"id": folder.replace("/", "_").lower(), "path": folder})
+        return out
 
     # ------------------------------------------------------------------ weights
 

@@ -7,6 +7,7 @@ prefix of the latents listed in ``nested_widths`` is itself a usable smaller SAE
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from saereg.catalog import Release, SAEEntry
@@ -31,6 +32,10 @@ class MatryoshkaFormat(SAELensFormat):
         if match:
             derived["d_sae"] = parse_width(match.group(1))
         return derived
+
+    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
+        """SAELens folders; variants (`standard/`, `snap/`) keep their prefix in the id."""
+        return super().discover(repo_id, listing)
 
 
 @hookimpl

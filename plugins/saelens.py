@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,16 @@ class SAELensFormat(Format):
                     f"names layer {derived['hook_layer']}"
                 )
         return derived
+
+    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
+        """Every folder holding both cfg.json and sae_weights.safetensors."""
+        files = set(listing)
+        folders = sorted(
+            p[: -len(CFG) - 1]
+            for p in files
+            if p.endswith(f"/{CFG}") and p.replace(CFG, WEIGHTS) in files
+        )
+        return [{"id": f, "path": f} for f in folders]
 
     # ------------------------------------------------------------------ weights
 

@@ -348,3 +348,80 @@ def release_files(directory: Path) -> Iterator[Path]:
 
 def release_names(directory: Path) -> list[str]:
     return [p.name[: -len(".yaml")] for p in release_files(directory)]
+
+
+# --------------------------------------------------------------------------- writing
+
+SAE_KEY_ORDER = (
+    "id",
+    "path",
+    "hook_name",
+    "hook_layer",
+    "hook_name_out",
+    "hf_hook_name",
+    "architecture",
+    "d_in",
+    "d_out",
+    "d_sae",
+    "k",
+    "context_size",
+    "normalize_activations",
+    "norm_scaling_factor",
+    "nested_widths",
+    "dataset",
+    "neuronpedia",
+    "l0",
+    "variance_explained",
+    "sha256",
+)
+
+
+def factor_defaults(
+    entries: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Move values every entry shares into `defaults`; drop unknown optional fields.
+
+    Entries come back with their keys in SAE_KEY_ORDER, so written files read alike."""
+    defaults: dict[str, Any] = {}
+    for key in INHERITABLE:
+        values = [repr(e.get(key)) for e in entries]
+        if len(set(values)) == 1 and all(key in e for e in entries):
+            value = entries[0].get(key)
+            if value is not None or key in REQUIRED_SAE_FIELDS:
+                defaults[key] = value
+    saes = []
+    for e in entries:
+        out = {}
+        for key in SAE_KEY_ORDER:
+            if key in defaults or key not in e:
+                continue
+            if e[key] is None and key not in REQUIRED_SAE_FIELDS:
+                continue
+            out[key] = e[key]
+        saes.append(out)
+    ordered = {k: defaults[k] for k in SAE_KEY_ORDER if k in defaults}
+    return ordered, saes
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    pass
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    # Short lists of numbers (nested_widths) read best inline.
+    flow = all(isinstance(v, int | float) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_release(doc: Mapping[str, Any]) -> str:
+    return yaml.dump(
+        dict(doc),
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=4096,
+        default_flow_style=False,
+    )

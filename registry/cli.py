@@ -341,6 +341,118 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _all_releases() -> list[Any]:
+    from .catalog import read_release_file, release_files
+    from .resolver import release_dirs
+
+    seen: dict[str, Any] = {}
+    for directory in release_dirs():
+        for path in release_files(directory):
+            rel = read_release_file(path)
+            seen.setdefault(rel.name, rel)
+    return list(seen.values())
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from . import docs
+
+    out = Path(args.out)
+    pages = docs.generate(_all_releases())
+    if args.check:
+        stale = docs.stale_files(pages, out)
+        if stale:
+            print(
+                f"saereg docs: {len(stale)} generated page(s) in {out} are stale: "
+                f"{', '.join(stale)}. Run `saereg docs --out {out}` and commit the result.",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        print(f"{out}: {len(pages)} pages up to date")
+        return EXIT_OK
+    changed = docs.write(pages, out)
+    print(f"{out}: {len(pages)} pages, {len(changed)} changed")
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from .catalog import builtin_release_dir
+    from .contribute import default_release_name, scaffold, write_new_release
+    from .plugin_manager import get_registry
+    from .resolver import all_release_names
+
+    fmt = get_registry().format(args.format)
+    name = args.release or default_release_name(args.repo)
+    if name in all_release_names():
+        print(
+            f"saereg new: a release called {name!r} already exists; saereg new never "
+            "overwrites a release (choose another --release name)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    name, text, n = scaffold(args.repo, fmt, name, args.revision)
+    out = Path(args.out) if args.out else builtin_release_dir()
+    target = write_new_release(text, name, out)
+    print(
+        f"{target}: {n} SAEs scaffolded from {args.repo}. Fill in the TODOs at the top, then "
+        f"run `saereg validate {target}`."
+    )
+    return EXIT_OK
+
+
+def cmd_sync_check(args: argparse.Namespace) -> int:
+    from .contribute import sync_check
+    from .plugin_manager import get_registry
+
+    registry = get_registry()
+    releases = _all_releases()
+    by_name = {r.name: r for r in releases}
+    if args.releases:
+        unknown = [n for n in args.releases if n not in by_name]
+        if unknown:
+            from .refs import close_matches
+
+            hints = close_matches(unknown[0], list(by_name))
+            tip = f" Did you mean: {', '.join(hints)}?" if hints else ""
+            print(
+                f"saereg sync-check: unknown release(s) {', '.join(unknown)}.{tip}", file=sys.stderr
+            )
+            return EXIT_USAGE
+        chosen = [by_name[n] for n in args.releases]
+    else:
+        chosen = [r for r in releases if r.repo_id]
+    registered: dict[str, set[str]] = {}
+    for rel in releases:
+        if rel.repo_id:
+            registered.setdefault(rel.repo_id, set()).update(e.path.rstrip("/") for e in rel.saes)
+    reports = []
+    for rel in chosen:
+        if not rel.repo_id:
+            print(
+                f"{rel.name}: served from plain URLs ({rel.base_url}); nothing to compare",
+                file=sys.stderr,
+            )
+            continue
+        reports.append(sync_check(rel, registry.format(rel.format), registered[rel.repo_id]))
+    if args.json:
+        _print_json([r.__dict__ | {"in_sync": r.in_sync} for r in reports])
+    else:
+        for r in reports:
+            state = (
+                "in sync"
+                if r.in_sync
+                else (f"{len(r.vanished)} vanished, {len(r.unregistered)} not registered")
+            )
+            print(f"{r.release} ({r.repo_id} @ {r.revision[:12]}): {state}")
+            for item in r.vanished[: args.limit]:
+                print(f"  - vanished: {item}")
+            for item in r.unregistered[: args.limit]:
+                print(f"  + not registered: {item}")
+            extra = len(r.vanished) + len(r.unregistered) - 2 * args.limit
+            if not r.in_sync and extra > 0:
+                print("  … (--limit shows more; --json shows all)")
+    return EXIT_OK if all(r.in_sync for r in reports) else EXIT_FAILURE
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     import yaml
 
@@ -530,6 +642,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print findings as JSON")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "docs",
+        help="regenerate the markdown catalogue from the release files",
+        description="Write pretrained_saes.md, index.md and models/*.md from the release "
+        "files alone (offline, deterministic). --check only compares.",
+    )
+    p.add_argument("--out", default="docs", help="docs directory (default: docs)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 and name the stale pages if the committed docs differ",
+    )
+    p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser(
+        "new",
+        help="scaffold a release file from a repository's file listing",
+        description="List the repository's files at its current commit (pinned as the "
+        "revision), let the format discover its SAEs and derive every field it can, and "
+        "write releases/NAME.yaml with TODO marks for what the contributor must fill. "
+        "Never overwrites a release.",
+    )
+    p.add_argument("--repo", required=True, help="Hugging Face repository, ORG/NAME")
+    p.add_argument("--format", required=True, help="format plugin, e.g. gemma_scope")
+    p.add_argument("--release", help="release name (default: from the repository name)")
+    p.add_argument("--revision", help="branch, tag or commit to scaffold from (default: main)")
+    p.add_argument("--out", help="directory to write to (default: the catalogue's releases/)")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser(
+        "sync-check",
+        help="compare releases with their repositories",
+        description="For each release, list its repository at the pinned revision and "
+        "report SAE paths that vanished and SAE folders no release registers. Exit 0 in "
+        "sync, 1 with differences, 2 offline or bad usage.",
+    )
+    p.add_argument("releases", nargs="*", help="release names (default: all hub releases)")
+    p.add_argument("--limit", type=int, default=10, help="items shown per list (default 10)")
+    p.add_argument("--json", action="store_true", help="print reports as JSON")
+    p.set_defaults(func=cmd_sync_check)
 
     p = sub.add_parser("migrate", help="rewrite release files in the current schema version")
     p.add_argument("paths", nargs="+", help="release files to rewrite in place")

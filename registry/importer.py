@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, Release, SAEEntry, load_yaml
+from .catalog import (
+    REQUIRED_SAE_FIELDS,
+    Release,
+    SAEEntry,
+    dump_release,
+    factor_defaults,
+    load_yaml,
+)
 from .hookspecs import Format
 
 #: SAELens conversion_func → saereg format.
@@ -66,28 +71,6 @@ LICENSES = {
 MATRYOSHKA_WIDTHS = [128, 512, 2048, 8192, 32768]
 
 ARCH_FROM_SAELENS = {"standard": "relu"}
-SAE_KEY_ORDER = (
-    "id",
-    "path",
-    "hook_name",
-    "hook_layer",
-    "hook_name_out",
-    "hf_hook_name",
-    "architecture",
-    "d_in",
-    "d_out",
-    "d_sae",
-    "k",
-    "context_size",
-    "normalize_activations",
-    "norm_scaling_factor",
-    "nested_widths",
-    "dataset",
-    "neuronpedia",
-    "l0",
-    "variance_explained",
-    "sha256",
-)
 TABLE_FIELDS = (
     "hook_name",
     "hook_layer",
@@ -290,10 +273,10 @@ def import_saelens(
             for f in REQUIRED_SAE_FIELDS:
                 if entry.get(f) is not None:
                     completeness[f] += 1
-        doc["defaults"], doc["saes"] = _factor_defaults(entries)
+        doc["defaults"], doc["saes"] = factor_defaults(entries)
         if not doc["defaults"]:
             del doc["defaults"]
-        outputs[f"{name}.yaml"] = HEADER + _dump(doc)
+        outputs[f"{name}.yaml"] = HEADER + dump_release(doc)
         report.total_saes += len(entries)
         report.releases += 1
     report.completeness = {f: completeness[f] for f in REQUIRED_SAE_FIELDS}
@@ -481,55 +464,6 @@ def _check_entry(
             f"{ref}: hook_layer {entry['hook_layer']} disagrees with hook_name "
             f"{entry['hook_name']!r}"
         )
-
-
-def _factor_defaults(
-    entries: list[dict[str, Any]],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Move values every entry shares into `defaults`; drop unknown optional fields."""
-    defaults: dict[str, Any] = {}
-    for key in INHERITABLE:
-        values = [repr(e.get(key)) for e in entries]
-        if len(set(values)) == 1 and all(key in e for e in entries):
-            value = entries[0].get(key)
-            if value is not None or key in REQUIRED_SAE_FIELDS:
-                defaults[key] = value
-    saes = []
-    for e in entries:
-        out = {}
-        for key in SAE_KEY_ORDER:
-            if key in defaults or key not in e:
-                continue
-            if e[key] is None and key not in REQUIRED_SAE_FIELDS:
-                continue
-            out[key] = e[key]
-        saes.append(out)
-    ordered = {k: defaults[k] for k in SAE_KEY_ORDER if k in defaults}
-    return ordered, saes
-
-
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    pass
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-    # Short lists of numbers (nested_widths) read best inline.
-    flow = all(isinstance(v, int | float) for v in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def _dump(doc: Mapping[str, Any]) -> str:
-    return yaml.dump(
-        dict(doc),
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=4096,
-        default_flow_style=False,
-    )
 
 
 def write_outputs(outputs: Mapping[str, str], out_dir: Path) -> list[str]:

@@ -120,6 +120,12 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
             "unpinned-revision",
             "hint",
         )
+    for key in ("model", "publisher"):
+        if str(doc.get(key, "")).startswith("TODO"):
+            at((key,), f"{key} is still the TODO placeholder from `saereg new`", "todo", "hint")
+    for key, url in (doc.get("links") or {}).items():
+        if "TODO" in url:
+            at(("links", key), f"links.{key} still contains TODO", "todo", "hint")
     defaults = doc.get("defaults") or {}
     seen_ids: dict[str, int] = {}
     for i, sae in enumerate(doc["saes"]):
