@@ -256,3 +256,50 @@ def test_export_saelens_layout(hubenv, tmp_path) -> None:
     exported = load_file(tmp_path / "out" / "sae_weights.safetensors")
     assert set(exported) == {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"}
     torch.testing.assert_close(exported["W_enc"], t["W_enc"])
+
+
+def test_constant_scale_normalization_matches_scaled_input() -> None:
+    from saereg.sae import SAE
+    from saereg.sae_config import SAEConfig
+
+    g = torch.Generator().manual_seed(4)
+    t = {
+        "W_enc": torch.randn(8, 16, generator=g),
+        "b_enc": torch.randn(16, generator=g),
+        "W_dec": torch.randn(16, 8, generator=g),
+        "b_dec": torch.randn(8, generator=g),
+    }
+    base = dict(
+        architecture="relu",
+        d_in=8,
+        d_sae=16,
+        d_out=8,
+        apply_b_dec_to_input=True,
+        reshape="none",
+        dtype="float32",
+        source={"release": None, "sae_id": None, "format": "test", "files": {}},
+    )
+    scaled = SAE.from_tensors(
+        SAEConfig.from_dict({**base, "normalization": {"kind": "scale", "factor": 3.0}}), t
+    )
+    plain = SAE.from_tensors(SAEConfig.from_dict({**base, "normalization": {"kind": "none"}}), t)
+    torch.testing.assert_close(scaled.encode(X), plain.encode(X * 3.0))
+    torch.testing.assert_close(scaled(X), plain(X * 3.0) / 3.0)
+
+
+def test_exported_saelens_folder_loads_back_identically(hubenv, tmp_path) -> None:
+    """`saereg export --format saelens` writes a folder the saelens format (like SAELens
+    itself) reads; loading it back gives the same SAE."""
+    files, _ = saelens_folder("orig", arch="topk", k=3, v6=True)
+    ref = publish(hubenv, "orig", HOOK, files, name="orig")
+    sae = saereg.load_sae(ref)
+    from saereg.cli import main
+
+    out = tmp_path / "exported"
+    assert main(["export", ref, "--out", str(out), "--quiet"]) == 0
+    exported = {f"copy/{p.name}": p.read_bytes() for p in out.iterdir()}
+    ref2 = publish(hubenv, "copy", HOOK, exported, name="copy")
+    again = saereg.load_sae(ref2)
+    assert again.cfg.architecture == "topk" and again.cfg.k == 3
+    torch.testing.assert_close(again(X), sae(X))
+    torch.testing.assert_close(again.encode(X), sae.encode(X))
