@@ -12,6 +12,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -123,6 +124,54 @@ class Release:
     def location(self) -> str:
         """Human-readable origin of the files: the hub repo or the base URL."""
         return self.repo_id or self.base_url or "?"
+
+
+# --------------------------------------------------------------------------- names
+
+_LAYER_IN_HOOK = re.compile(r"(?:^|\.)(?:blocks|layers)\.(\d+)(?:\.|$)")
+
+#: Publishers name power-of-two widths loosely ("65k" is 65536, "131k" is 131072).
+POW2_WIDTH_NAMES = {
+    "2k": 2**11,
+    "4k": 2**12,
+    "8k": 2**13,
+    "16k": 2**14,
+    "32k": 2**15,
+    "64k": 2**16,
+    "65k": 2**16,
+    "128k": 2**17,
+    "131k": 2**17,
+    "256k": 2**18,
+    "262k": 2**18,
+    "512k": 2**19,
+    "524k": 2**19,
+    "1m": 2**20,
+}
+
+
+def layer_of_hook(hook_name: str | None) -> int | None:
+    """The block index a TransformerLens or Hugging Face hook name points into.
+
+    ``hook_embed`` (before block 0) counts as layer 0, as the SAELens tables do.
+    """
+    if not hook_name:
+        return None
+    match = _LAYER_IN_HOOK.search(hook_name)
+    if match:
+        return int(match.group(1))
+    return 0 if hook_name in {"hook_embed", "hook_pos_embed", "embed_tokens"} else None
+
+
+def parse_width(text: str) -> int:
+    """'16k' → 16384, '65k' → 65536, '1m' → 1048576, '2pow14' → 16384, '24576' → 24576."""
+    text = text.strip().lower()
+    if text.startswith("2pow") and text[4:].isdigit():
+        return 2 ** int(text[4:])
+    if text in POW2_WIDTH_NAMES:
+        return POW2_WIDTH_NAMES[text]
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"unrecognised width {text!r}")
 
 
 # --------------------------------------------------------------------------- migrations

@@ -100,16 +100,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _parse_width(text: str) -> int:
-    text = text.strip().lower()
+    from .catalog import parse_width
+
     try:
-        if text.endswith("k"):
-            return int(float(text[:-1]) * 1024)
-        if text.endswith("m"):
-            return int(float(text[:-1]) * 1024 * 1024)
-        return int(text)
+        return parse_width(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid width {text!r}: use a number of latents such as 16384 or 16k"
+            f"invalid width {text!r}: use a number of latents such as 16384, or 16k, 65k, 1m"
         ) from None
 
 

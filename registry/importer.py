@@ -27,6 +27,7 @@ from .catalog import (
     SAEEntry,
     dump_release,
     factor_defaults,
+    layer_of_hook,
     load_yaml,
 )
 from .hookspecs import Format
@@ -188,15 +189,6 @@ def read_model_card(path: Path) -> dict[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- import
-
-
-def _layer_from_hook(hook: str | None) -> int | None:
-    if hook is None:
-        return None
-    match = re.search(r"(?:^|\.)(?:blocks|layers)\.(\d+)(?:\.|$)", hook)
-    if match:
-        return int(match.group(1))
-    return 0 if hook == "hook_embed" else None
 
 
 def _format_name(release_name: str, raw: Mapping[str, Any]) -> str:
@@ -412,7 +404,7 @@ def _merge_entry(
             )
         merged[key] = table[key] if key in table else derived[key]
     if merged.get("hook_layer") is None and merged.get("hook_name"):
-        merged["hook_layer"] = _layer_from_hook(merged["hook_name"])
+        merged["hook_layer"] = layer_of_hook(merged["hook_name"])
     card = cards.get(provisional.repo_id or "", {}).get(entry["path"])
     if card:
         for key, value in card.items():
@@ -458,7 +450,7 @@ def _check_entry(
             f"{ref}: norm_scaling_factor is published but normalization is "
             f"{entry.get('normalize_activations')!r}; kept for reference, never folded"
         )
-    layer = _layer_from_hook(entry.get("hook_name"))
+    layer = layer_of_hook(entry.get("hook_name"))
     if layer is not None and entry.get("hook_layer") not in (None, layer):
         report.reported.append(
             f"{ref}: hook_layer {entry['hook_layer']} disagrees with hook_name "

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, release_files
+from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, layer_of_hook, release_files
 from .refs import close_matches
 from .schema import Finding, ParsedFile, check_schema, read_and_check
-
-_LAYER_IN_HOOK = re.compile(r"(?:^|\.)(?:blocks|layers)\.(\d+)(?:\.|$)")
 
 
 @dataclass
@@ -62,13 +60,6 @@ class ValidationResult:
             f"{len(self.hints)} hints"
         )
         return "\n".join(lines)
-
-
-def _layer_of(hook_name: str) -> int | None:
-    match = _LAYER_IN_HOOK.search(hook_name)
-    if match:
-        return int(match.group(1))
-    return 0 if hook_name == "hook_embed" else None
 
 
 def check_relative(path: str) -> str | None:
@@ -156,7 +147,7 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
         hook = values.get("hook_name")
         layer = values.get("hook_layer")
         if isinstance(hook, str) and layer is not None:
-            implied = _layer_of(hook)
+            implied = layer_of_hook(hook)
             if implied is not None and implied != layer:
                 at(
                     (*here, "hook_layer"),

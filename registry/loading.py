@@ -49,10 +49,9 @@ def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
     return release, entry, get_registry().format(release.format)
 
 
-def _cached_for_hub(ref: str, revision: str | None) -> Path | None:
+def _cached_for_hub(release: Release, entry: SAEEntry, revision: str | None) -> Path | None:
     """The canonical file of a hub release whose revision the HF cache already knows:
     found without loading any plugin or touching the network."""
-    release, entry = resolve_entry(ref)
     if not release.repo_id:
         return None
     known = cached_commit(release.repo_id, revision or release.revision)
@@ -119,11 +118,12 @@ def fetch_canonical(
     ref: str, *, revision: str | None = None, force: bool = False, quiet: bool | None = None
 ) -> Path:
     """Download and convert `ref` once; return the canonical file's path."""
+    release, entry = resolve_entry(ref)
     if not force:
-        hit = _cached_for_hub(ref, revision)
+        hit = _cached_for_hub(release, entry, revision)
         if hit is not None:
             return hit
-    release, entry, fmt = _lookup(ref)
+    fmt = get_registry().format(release.format)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)
     if known is not None and not force:

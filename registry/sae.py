@@ -245,12 +245,11 @@ class SAE(nn.Module):
         """
         state = norm or getattr(f, _STATE_ATTR, None)
         kind = self.cfg.normalization["kind"]
-        if state is None and (
-            kind in ("layer_norm", "constant_norm_rescale") or "W_skip" in self._present()
-        ):
+        skip = self.W_skip is not None
+        if state is None and (kind in ("layer_norm", "constant_norm_rescale") or skip):
             raise ValueError(
                 f"decode() needs the statistics of the input (normalization {kind!r}"
-                f"{', affine skip connection' if 'W_skip' in self._present() else ''}); "
+                f"{', affine skip connection' if skip else ''}); "
                 "decode the tensor encode() returned, or pass norm=sae.input_norm(x)"
             )
         w = f.shape[-1]
@@ -272,9 +271,6 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
-
-    def _present(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if p is not None}
 
     # ------------------------------------------------------------------ matryoshka
 
