@@ -13,9 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError, LazyArray, read_header
-
-_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+from saereg.canonical import FLOAT_DTYPES, CanonicalFileError, LazyArray, read_header
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -43,7 +41,7 @@ def safetensors_arrays(path: Path) -> dict[str, LazyArray]:
 
     out = {}
     for name, info in header.items():
-        dtype = _ST_DTYPES.get(info["dtype"])
+        dtype = FLOAT_DTYPES.get(info["dtype"])
         if dtype is None:
             raise CanonicalFileError(f"{path.name}: tensor {name!r} has dtype {info['dtype']}")
         out[name] = LazyArray(tuple(info["shape"]), dtype, loader(name))

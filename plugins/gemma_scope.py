@@ -14,14 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
+from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
 from ._common import parse_width
 from ._tensors import npz_arrays, read_json, require, safetensors_arrays, scaled, transposed
-
-_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 _GS1_PATH = re.compile(r"^(?:layer_(\d+)|(embedding))/width_(\w+?)/(?:average_l0_\d+|canonical)$")
 _GS2_PATH = re.compile(
@@ -186,7 +184,7 @@ class GemmaScopeFormat(Format):
             return None  # npz: shapes are known only from the archive itself
         folder = entry.path.rstrip("/")
         shapes = {
-            n: (_ST_DTYPES.get(d, d), s)
+            n: (FLOAT_DTYPES.get(d, d), s)
             for n, (d, s) in tensor_shapes[f"{folder}/params.safetensors"].items()
         }
         raw = self._gs2_raw(local_files.get(f"{folder}/config.json"))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
+from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
@@ -97,12 +97,7 @@ class SAELensFormat(Format):
         shapes = {n: s for n, (_, s) in tensor_shapes[weights].items()}
         dtypes = {d for d, _ in tensor_shapes[weights].values()}
         config, _ = self._config(release, entry, read_json(local_files[cfg_path], CFG), shapes)
-        config["dtype"] = {
-            "F32": "float32",
-            "F16": "float16",
-            "BF16": "bfloat16",
-            "F64": "float64",
-        }.get(dtypes.pop() if len(dtypes) == 1 else "F32")
+        config["dtype"] = FLOAT_DTYPES.get(dtypes.pop() if len(dtypes) == 1 else "F32")
         return config
 
     def convert(

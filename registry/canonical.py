@@ -37,6 +37,8 @@ DTYPES = {
     "BOOL": ("bool", 1),
 }
 CODE_OF = {name: code for code, (name, _) in DTYPES.items()}
+#: The floating-point codes SAE weights come in, with their config dtype names.
+FLOAT_DTYPES = {code: DTYPES[code][0] for code in ("F64", "F32", "F16", "BF16")}
 MAX_HEADER = 100 * 1024 * 1024
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -393,6 +393,17 @@ def release_files(directory: Path) -> Iterator[Path]:
     for name in names:
         if name.endswith(".yaml") and not name.startswith("."):
             yield directory / name
+
+
+def read_releases(directories: Iterable[Path]) -> list[Release]:
+    """Every release in `directories`; where two share a name the first directory wins
+    (`saereg validate` reports the clash)."""
+    seen: dict[str, Release] = {}
+    for directory in directories:
+        for path in release_files(directory):
+            release = read_release_file(path)
+            seen.setdefault(release.name, release)
+    return list(seen.values())
 
 
 def release_names(directory: Path) -> list[str]:

@@ -339,15 +339,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _all_releases() -> list[Any]:
-    from .catalog import read_release_file, release_files
+    from .catalog import read_releases
     from .resolver import release_dirs
 
-    seen: dict[str, Any] = {}
-    for directory in release_dirs():
-        for path in release_files(directory):
-            rel = read_release_file(path)
-            seen.setdefault(rel.name, rel)
-    return list(seen.values())
+    return read_releases(release_dirs())
 
 
 def cmd_docs(args: argparse.Namespace) -> int:

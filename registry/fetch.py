@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,11 @@ def source_url(release: Release, path: str) -> str:
     return release.base_url + path
 
 
+def content_revision(hashes: Iterable[str]) -> str:
+    """The 'revision' of files served from plain URLs: a digest of their contents."""
+    return "sha256-" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+
+
 def known_revision(
     release: Release, files: Sequence[RemoteFile], revision: str | None
 ) -> str | None:
@@ -302,7 +307,7 @@ def known_revision(
                 continue
             return None
         hashes.append(hit[1]["sha256"])
-    return "sha256-" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+    return content_revision(hashes)
 
 
 def fetch_files(
@@ -346,7 +351,7 @@ def fetch_files(
             paths[f.path] = local
             hashes[f.path] = meta["sha256"]
     if not release.repo_id and hashes:
-        resolved = "sha256-" + hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:16]
+        resolved = content_revision(hashes.values())
     verify_checksums(release, entry, hashes)
     return FetchedFiles(paths, hashes, resolved)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import builtin_release_dir, read_release_file, release_files
+from .catalog import builtin_release_dir, read_releases, release_files
 from .settings import cache_dir
 
 INDEX_VERSION = 1
@@ -77,23 +77,19 @@ def _index_path() -> Path:
 def build_index(dirs: Sequence[Path]) -> CatalogIndex:
     releases: dict[str, dict[str, Any]] = {}
     rows: list[list[Any]] = []
-    for d in dirs:
-        for path in release_files(d):
-            rel = read_release_file(path)
-            if rel.name in releases:  # the first directory wins; `validate` reports clashes
-                continue
-            releases[rel.name] = {
-                "name": rel.name,
-                "format": rel.format,
-                "publisher": rel.publisher,
-                "model": rel.model,
-                "repo_id": rel.repo_id,
-                "base_url": rel.base_url,
-                "file": str(path),
-                "n_saes": len(rel.saes),
-            }
-            for e in rel.saes:
-                rows.append([rel.name, *(getattr(e, f) for f in ROW_FIELDS[1:])])
+    for rel in read_releases(dirs):
+        releases[rel.name] = {
+            "name": rel.name,
+            "format": rel.format,
+            "publisher": rel.publisher,
+            "model": rel.model,
+            "repo_id": rel.repo_id,
+            "base_url": rel.base_url,
+            "file": rel.source_file,
+            "n_saes": len(rel.saes),
+        }
+        for e in rel.saes:
+            rows.append([rel.name, *(getattr(e, f) for f in ROW_FIELDS[1:])])
     return CatalogIndex(releases, rows)
 
 

@@ -227,13 +227,9 @@ def _resolve_hf(repo_id: str, path: str) -> tuple[Release, SAEEntry]:
     from .index import load_index
 
     index = load_index(release_dirs())
-    matches = [
-        rec
-        for rec in index.records()
-        if rec["repo_id"] == repo_id and rec["path"].strip("/") == path
-    ]
+    in_repo = [rec for rec in index.records() if rec["repo_id"] == repo_id]
+    matches = [rec for rec in in_repo if rec["path"].strip("/") == path]
     if not matches:
-        in_repo = [rec for rec in index.records() if rec["repo_id"] == repo_id]
         if in_repo:
             raise UnknownReferenceError(
                 f"No registered SAE of {repo_id} lives at {path!r}.",

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .canonical import check_shapes, read_header, write_canonical
+from .canonical import FLOAT_DTYPES, check_shapes, read_header, write_canonical
 from .sae_config import METADATA_KEY, SAEConfig
 
 _STATE_ATTR = "saereg_norm"
@@ -114,7 +114,7 @@ class SAE(nn.Module):
             header, _ = read_header(path)
             tensors = {
                 n: torch.empty(
-                    info["shape"], dtype=_dtype(_SAFETENSORS[info["dtype"]]), device="meta"
+                    info["shape"], dtype=_dtype(FLOAT_DTYPES[info["dtype"]]), device="meta"
                 )
                 for n, info in header.items()
             }
@@ -306,5 +306,4 @@ class SAE(nn.Module):
         )
 
 
-_SAFETENSORS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 __all__ = ["METADATA_KEY", "SAE", "NormState"]
