@@ -23,12 +23,11 @@ from typing import Any
 
 import yaml
 
+from . import safeyaml
 from .errors import ReleaseFileError
+from .release_check import raise_if, safety_problems, schema_problems
 
-try:  # libyaml is ~10x faster; fall back to the pure-Python loader where it is missing.
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+_Loader = safeyaml.Loader
 
 CURRENT_SCHEMA = 1
 
@@ -260,14 +259,9 @@ def gc_paused() -> Iterator[None]:
 
 
 def load_yaml(text: str, where: str) -> Any:
-    try:
-        with gc_paused():
-            return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ReleaseFileError(f"{where}{line}: not valid YAML: {problem}") from None
+    """Parse YAML written by others: no aliases, bounded depth, no duplicate keys."""
+    with gc_paused():
+        return safeyaml.load(text, where)
 
 
 def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Release:
@@ -324,26 +318,41 @@ def read_release_file(path: str | os.PathLike[str]) -> Release:
         stat = path.stat()
         stamp = [str(path.resolve()), stat.st_size, stat.st_mtime_ns, CURRENT_SCHEMA]
     except OSError as exc:
-        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     compiled = _compiled_path(stamp[0])
     try:
         with gc_paused():
             cached = json.loads(compiled.read_bytes())
         if cached.get("stamp") == stamp:
-            return release_from_doc(cached["doc"], str(path))
+            return _checked_release(cached["doc"], str(path))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safeyaml.decode(path.read_bytes(), str(path))
     except OSError as exc:
-        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     doc = load_yaml(text, str(path))
     if not isinstance(doc, dict):
         raise ReleaseFileError(f"{path}: a release file must be a YAML mapping")
     doc = migrate(doc, str(path))
-    release = release_from_doc(doc, str(path))
+    if not is_builtin(path):  # built-in files are validated in CI (tests/test_validate.py)
+        raise_if(schema_problems(text, str(path)), str(path))
+    release = _checked_release(doc, str(path))
     _write_compiled(compiled, {"stamp": stamp, "doc": doc})
     return release
+
+
+def _checked_release(doc: dict[str, Any], source_file: str) -> Release:
+    raise_if(safety_problems(doc, source_file), source_file)
+    return release_from_doc(doc, source_file)
+
+
+def is_builtin(path: Path) -> bool:
+    """Whether `path` is one of the release files shipped with saereg."""
+    try:
+        return path.resolve().parent == builtin_release_dir()
+    except OSError:
+        return False
 
 
 def _compiled_path(resolved: str) -> Path:
@@ -390,19 +399,39 @@ def release_files(directory: Path) -> Iterator[Path]:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise ReleaseFileError(
+            f"{directory}: cannot list release files: {exc.strerror or exc} (release "
+            "directories hold *.yaml files; check SAEREG_RELEASES)"
+        ) from None
     for name in names:
         if name.endswith(".yaml") and not name.startswith("."):
             yield directory / name
 
 
-def read_releases(directories: Iterable[Path]) -> list[Release]:
+def read_releases(directories: Iterable[Path], problems: list[str] | None = None) -> list[Release]:
     """Every release in `directories`; where two share a name the first directory wins
-    (`saereg validate` reports the clash)."""
+    (`saereg validate` reports the clash).
+
+    With a `problems` list, a release file that is not built in and cannot be loaded is
+    left out and described there, so one bad extra file does not break the catalogue.
+    """
     seen: dict[str, Release] = {}
     for directory in directories:
         for path in release_files(directory):
-            release = read_release_file(path)
-            seen.setdefault(release.name, release)
+            try:
+                release = read_release_file(path)
+            except ReleaseFileError as exc:
+                if problems is None or is_builtin(path):
+                    raise
+                problems.append(str(exc))
+                continue
+            first = seen.setdefault(release.name, release)
+            if first is not release and problems is not None:
+                problems.append(
+                    f"{path}: release {release.name!r} is already defined by "
+                    f"{first.source_file}; this copy is ignored"
+                )
     return list(seen.values())
 
 

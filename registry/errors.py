@@ -35,3 +35,7 @@ class ReleaseFileError(SaeregError):
 
 class PluginError(SaeregError):
     """A plugin is missing, misbehaves, or two plugins claim the same format name."""
+
+
+class CatalogueWarning(UserWarning):
+    """A release file was left out of the catalogue, or claims an id another release has."""

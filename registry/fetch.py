@@ -21,10 +21,12 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .catalog import Release, SAEEntry
 from .errors import SaeregError
@@ -33,6 +35,11 @@ from .settings import cache_dir
 
 MIRRORS_ENV = "SAEREG_URL_MIRRORS"
 OFFLINE_ENV = "SAEREG_OFFLINE"
+TIMEOUT_ENV = "SAEREG_TIMEOUT"
+#: Seconds a host gets to accept a connection and to answer a request.
+DEFAULT_TIMEOUT = 5.0
+#: Hosts that answered recently (base URL → monotonic time), so they are probed once.
+_ANSWERED: dict[str, float] = {}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CHUNK = 1 << 20
 
@@ -74,7 +81,74 @@ def hf_cache_dir() -> Path:
 
 
 def hf_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(
+            f"HF_ENDPOINT={endpoint!r} is not an http(s) URL (the default is "
+            "https://huggingface.co); fix or unset it"
+        )
+    return endpoint
+
+
+def net_timeout() -> float:
+    """`$SAEREG_TIMEOUT` seconds (default 5): how long a host may stay silent."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise FetchError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds (0 < s <= 3600)")
+    return value
+
+
+def check_reachable(url: str, what: str) -> None:
+    """Fail within `net_timeout()` seconds, with a message naming the host, when the host
+    of `url` refuses connections or never answers.
+
+    huggingface_hub retries such failures with back-off for tens of seconds (minutes for
+    a silent host); one HEAD request with a short deadline tells the cases apart first.
+    Any HTTP answer, even an error status, counts as reachable.
+    """
+    import requests
+
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    now = time.monotonic()
+    if now - _ANSWERED.get(base, -1e9) < 300:
+        return
+    timeout = net_timeout()
+    try:
+        requests.head(base + "/", timeout=(timeout, timeout), allow_redirects=False).close()
+    except requests.Timeout as exc:
+        reason = (
+            f"no connection within {timeout:g} s"
+            if isinstance(exc, requests.ConnectTimeout)
+            else f"it accepted the connection but did not answer within {timeout:g} s"
+        )
+        raise FetchError(_unreachable(parts.netloc, what, reason)) from None
+    except requests.RequestException as exc:
+        text = str(exc).lower()
+        reason = (
+            "connection refused"
+            if "refused" in text
+            else "host name not found"
+            if "resolve" in text or "name or service" in text
+            else type(exc).__name__
+        )
+        raise FetchError(_unreachable(parts.netloc, what, reason)) from None
+    _ANSWERED[base] = time.monotonic()
+
+
+def _unreachable(host: str, what: str, reason: str) -> str:
+    return (
+        f"cannot reach {host} to download {what}: {reason}. Check the network (and "
+        f"HF_ENDPOINT / {MIRRORS_ENV}), raise {TIMEOUT_ENV} for a slow link, or use cached "
+        f"files only with {OFFLINE_ENV}=1 (or HF_HUB_OFFLINE=1)"
+    )
 
 
 def show_progress(quiet: bool | None) -> bool:
@@ -138,23 +212,38 @@ def hf_download(
 ) -> Path | None:
     """One file from the hub through huggingface_hub; None for a missing optional file."""
     from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     rev = revision or "main"
+    endpoint = hf_endpoint()
+    local_only = offline()
+    cached = None if local_only else try_to_load_from_cache(repo_id, path, hf_cache_dir(), rev)
+    if not local_only and (force or not isinstance(cached, str) or not _COMMIT.match(rev)):
+        try:
+            check_reachable(endpoint, f"{repo_id}/{path} (revision {rev})")
+        except FetchError:
+            if force or not isinstance(cached, str):
+                raise
+            local_only = True  # the host is down but the cache has the file: use it
     try:
         local = hf_hub_download(
             repo_id,
             path,
             revision=rev,
             cache_dir=hf_cache_dir(),
-            endpoint=hf_endpoint(),
-            local_files_only=offline(),
-            force_download=force and not offline(),
+            endpoint=endpoint,
+            local_files_only=local_only,
+            force_download=force and not local_only,
+            etag_timeout=net_timeout(),
             tqdm_class=_tqdm_class(show_progress(quiet)),
         )
     except hf_errors.LocalEntryNotFoundError:
-        if optional and offline():
+        if optional and local_only:
             return None
+        if not local_only:  # the hub did not answer in time: say which host and what to do
+            raise FetchError(
+                _unreachable(urlsplit(endpoint).netloc, f"{repo_id}/{path}", "no answer")
+            ) from None
         raise FetchError(
             f"{repo_id}/{path} (revision {rev}) is not in the Hugging Face cache at "
             f"{hf_cache_dir()} and downloads are off (HF_HUB_OFFLINE / SAEREG_OFFLINE), or "
@@ -230,10 +319,12 @@ def url_download(
     name = url.rstrip("/").rsplit("/", 1)[-1] or "file"
     part = directory / f"{name}.part"
     source = mirrored(url)
+    check_reachable(source, url)
     done = part.stat().st_size if part.exists() and not force else 0
     headers = {"Range": f"bytes={done}-"} if done else {}
+    timeout = (net_timeout(), max(net_timeout(), 30.0))
     try:
-        with requests.get(source, stream=True, timeout=30, headers=headers) as resp:
+        with requests.get(source, stream=True, timeout=timeout, headers=headers) as resp:
             if resp.status_code == 416 and done:  # the partial file is already complete
                 pass
             elif resp.status_code not in (200, 206):
@@ -284,7 +375,13 @@ def _bar(total: int | None, initial: int, name: str, quiet: bool | None) -> Any:
 
 
 def source_url(release: Release, path: str) -> str:
+    """The URL of `path` under the release's base URL; never anywhere else."""
+    from .release_check import unsafe_path
+
     assert release.base_url is not None
+    why = unsafe_path(path)
+    if why:
+        raise FetchError(f"{release.name}: path {path!r} {why}; refusing to request it")
     return release.base_url + path
 
 
@@ -352,14 +449,44 @@ def fetch_files(
             hashes[f.path] = meta["sha256"]
     if not release.repo_id and hashes:
         resolved = content_revision(hashes.values())
-    verify_checksums(release, entry, hashes)
+    verify_checksums(release, entry, hashes, [f.path for f in files])
     return FetchedFiles(paths, hashes, resolved)
 
 
-def verify_checksums(release: Release, entry: SAEEntry, hashes: Mapping[str, str]) -> None:
-    for path, expected in (entry.sha256 or {}).items():
-        got = hashes.get(path)
-        if got is not None and got != expected:
+def pinned_path(entry: SAEEntry, key: str, candidates: Iterable[str]) -> str | None:
+    """The file a `sha256:` key names. Keys are relative to the SAE's path (as the schema
+    documents); a full repository path, or the file name of an SAE whose path is a file,
+    are understood too."""
+    base = entry.path.strip("/")
+    pool = set(candidates)
+    for candidate in (f"{base}/{key}", key):
+        if candidate in pool:
+            return candidate
+    if base in pool and base.rsplit("/", 1)[-1] == key:
+        return base
+    return None
+
+
+def verify_checksums(
+    release: Release,
+    entry: SAEEntry,
+    hashes: Mapping[str, str],
+    declared: Iterable[str] = (),
+) -> None:
+    """Every pin names a file this SAE reads, and every fetched pinned file matches."""
+    declared = list(declared)
+    for key, expected in (entry.sha256 or {}).items():
+        path = pinned_path(entry, key, hashes)
+        if path is None:
+            if pinned_path(entry, key, declared) is not None:
+                continue  # an optional file upstream does not have, or not fetched now
+            raise ChecksumError(
+                f"{release.name}/{entry.id}: the release pins a checksum for {key!r}, which "
+                f"is none of the files this SAE reads ({', '.join(declared) or 'none'}); "
+                "sha256 keys are paths relative to the SAE's path"
+            )
+        got = hashes[path]
+        if got != expected:
             raise ChecksumError(
                 f"{release.name}/{entry.id}: {path} has sha256 {got}, but the release pins "
                 f"{expected}. The upstream file changed (or the download is corrupt); refusing "
@@ -383,12 +510,13 @@ def remote_safetensors_header(
     if offline():
         raise FetchError(f"{repo_id}/{path} is not cached and downloads are off")
     url = hf_hub_url(repo_id, path, revision=revision or "main", endpoint=hf_endpoint())
+    check_reachable(url, f"the header of {repo_id}/{path}")
     headers = build_hf_headers()
 
     def get(start: int, end: int) -> bytes:
         try:
             resp = requests.get(
-                url, headers={**headers, "Range": f"bytes={start}-{end}"}, timeout=30
+                url, headers={**headers, "Range": f"bytes={start}-{end}"}, timeout=net_timeout()
             )
         except requests.RequestException as exc:
             raise FetchError(f"could not read {url}: {exc}") from None

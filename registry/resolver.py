@@ -25,6 +25,7 @@ from .catalog import (
 )
 from .errors import UnknownReferenceError
 from .refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
+from .release_check import MAX_NAME
 
 NEURONPEDIA_URL = "https://www.neuronpedia.org/"
 RELEASES_ENV = "SAEREG_RELEASES"
@@ -113,7 +114,7 @@ class ResolvedSAE:
 
 
 def _find_release_file(name: str) -> Path | None:
-    if not RELEASE_NAME_RE.match(name):
+    if len(name) > MAX_NAME or not RELEASE_NAME_RE.match(name):
         return None
     candidate = builtin_release_dir() / f"{name}.yaml"
     if candidate.is_file():
@@ -239,8 +240,15 @@ def _resolve_hf(repo_id: str, path: str) -> tuple[Release, SAEEntry]:
             f"Repository {repo_id!r} is not in the catalogue; add it with "
             f"`saereg new --repo {repo_id} --format FORMAT` (see CONTRIBUTING.md)."
         )
-    # Prefer the release where the id is the path itself (not a '-canonical' alias).
-    matches.sort(key=lambda r: (r["id"] != r["path"], r["release"]))
+    # Built-in releases first (an extra release cannot take a reference over), then the
+    # release where the id is the path itself (not a '-canonical' alias).
+    matches.sort(
+        key=lambda r: (
+            not index.releases[r["release"]].get("builtin"),
+            r["id"] != r["path"],
+            r["release"],
+        )
+    )
     best = matches[0]
     return resolve_entry(f"{best['release']}/{best['id']}")
 

@@ -19,6 +19,7 @@ import yaml
 from .catalog import CURRENT_SCHEMA, _Loader, builtin_schema_dir, migrate
 from .errors import ReleaseFileError
 from .refs import close_matches
+from .safeyaml import check_structure, decode
 
 JsonPath = tuple[str | int, ...]
 
@@ -78,6 +79,10 @@ def _line_map(node: yaml.Node, path: JsonPath, out: dict[JsonPath, int]) -> None
 
 def parse_release_text(text: str, file: str) -> ParsedFile:
     lines: dict[JsonPath, int] = {}
+    try:
+        check_structure(text, file)
+    except ReleaseFileError as exc:
+        return _unreadable(file, exc, "yaml")
     try:
         loader = _Loader(text)
         try:
@@ -257,9 +262,17 @@ def _humanize(error: Any) -> Iterator[tuple[JsonPath, str]]:
 
 def read_and_check(path: Path) -> ParsedFile:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return ParsedFile(
-            str(path), None, {}, [Finding(str(path), None, (), f"cannot read: {exc}", code="io")]
-        )
+        text = decode(path.read_bytes(), str(path))
+    except OSError as exc:
+        message = f"cannot read: {exc.strerror or exc}"
+        return ParsedFile(str(path), None, {}, [Finding(str(path), None, (), message, code="io")])
+    except ReleaseFileError as exc:
+        return _unreadable(str(path), exc, "io")
     return parse_release_text(text, str(path))
+
+
+def _unreadable(file: str, exc: ReleaseFileError, code: str) -> ParsedFile:
+    """A file the safe reader refused, as one finding ('FILE:LINE: message' split up)."""
+    line_text, _, message = str(exc).removeprefix(file).partition(": ")
+    line = int(line_text[1:]) if line_text[1:].isdigit() else None
+    return ParsedFile(file, None, {}, [Finding(file, line, (), message, code=code)])
