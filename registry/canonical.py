@@ -8,10 +8,10 @@ Reading the config needs only the header, never torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,11 +110,15 @@ def encode_header(
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; it becomes `target` only on success."""
+    """Yield a temporary path beside `target`; it becomes `target` only on success.
+
+    The temporary file stays locked until then, so temporary files of killed writers
+    can be told from live ones and are removed here (see tempfiles.py)."""
+    from .tempfiles import create_locked, remove_stale
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    remove_stale(target.parent)
+    fd, tmp = create_locked(target)
     try:
         yield tmp
         with tmp.open("rb") as fh:
@@ -123,14 +127,29 @@ def atomic_path(target: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def write_safetensors(
-    path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str], progress: bool = False
+    path: Path,
+    tensors: Mapping[str, Any],
+    metadata: Mapping[str, str],
+    progress: bool = False,
+    *,
+    digest: bool = False,
 ) -> None:
-    """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically."""
+    """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically.
+
+    With `digest`, the sha256 of the tensor bytes goes into the header (integrity.py),
+    and the file is read back and checked against it before it takes its name."""
+    from .integrity import DIGEST_KEY, PLACEHOLDER
+
     described = {name: _describe(value) for name, value in tensors.items()}
+    if digest:
+        metadata = {**metadata, DIGEST_KEY: PLACEHOLDER}
     header, order = encode_header(described, metadata)
+    hasher = hashlib.sha256() if digest else None
     bar = _progress_bar(sum(size for _, size in order), f"converting {path.name}", progress)
     with bar, atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(header)
@@ -147,8 +166,29 @@ def write_safetensors(
             if data.nbytes != size:
                 raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
             fh.write(data)
+            if hasher is not None:
+                hasher.update(data)
             bar.update(size)
             del value, data
+        if hasher is not None:
+            _seal(fh, tmp, header, hasher)
+
+
+def _seal(fh: IO[bytes], tmp: Path, header: bytes, hasher: Any) -> None:
+    """Put the digest of the bytes written into the header, then read the file back and
+    check it, so a cache entry is never born corrupt."""
+    from .integrity import DIGEST_KEY, PLACEHOLDER, tensor_digest
+
+    written = "sha256:" + hasher.hexdigest()
+    field = json.dumps({DIGEST_KEY: PLACEHOLDER}, separators=(",", ":"))[1:-1].encode()
+    fh.seek(0)
+    fh.write(header.replace(field, field.replace(PLACEHOLDER.encode(), written.encode()), 1))
+    fh.flush()
+    if tensor_digest(tmp) != written:
+        raise CanonicalFileError(
+            f"{tmp}: the bytes read back differ from those written (disk full or failing?); "
+            "nothing was cached"
+        )
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
@@ -249,7 +289,8 @@ def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: s
         else:
             problems.append(f"unexpected tensor {name!r}")
     if problems:
-        raise CanonicalFileError(f"{where}: " + "; ".join(problems))
+        more = f"; and {len(problems) - 5} more problems" if len(problems) > 5 else ""
+        raise CanonicalFileError(f"{where}: " + "; ".join(problems[:5]) + more)
 
 
 def write_canonical(
@@ -262,7 +303,9 @@ def write_canonical(
     dtypes = {_describe(v)[1] for v in tensors.values()}
     if dtypes != {cfg.dtype}:
         raise ConfigError(f"{path}: tensors have dtypes {sorted(dtypes)}, config says {cfg.dtype}")
-    write_safetensors(path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"}, progress)
+    write_safetensors(
+        path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"}, progress, digest=True
+    )
     return path
 
 
@@ -272,10 +315,13 @@ def write_canonical(
 def canonical_cache_path(release: str, sae_id: str, revision: str | None) -> Path:
     """Where the converted SAE for (release, id, resolved revision) lives."""
     rev = revision or "unversioned"
+    folder = quote(release, safe="")
+    if folder in ("", ".", ".."):  # never a path that leaves canonical/
+        folder = folder.replace(".", "%2E") or "%00"
     return (
         cache_dir()
         / "canonical"
-        / quote(release, safe="")
+        / folder
         / f"{quote(sae_id, safe='')}@{quote(rev, safe='')}.safetensors"
     )
 

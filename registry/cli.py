@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +264,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from .loading import fetch_canonical
 
     path = fetch_canonical(
-        args.ref, revision=args.revision, force=args.force, quiet=True if args.quiet else None
+        args.ref,
+        revision=args.revision,
+        force=args.force,
+        quiet=True if args.quiet else None,
+        verify=args.verify,
     )
     if args.json:
         cfg = read_config(path)
@@ -286,11 +293,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .canonical import export_saelens, read_config
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"saereg export: --out {out} is a file; give a directory", file=sys.stderr)
+        return EXIT_USAGE
     path = _canonical_file(args.ref, args.revision, args.quiet)
     cfg = read_config(path)
     with safe_open(str(path), framework="pt") as fh:
         tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
-    written = export_saelens(cfg, tensors, Path(args.out))
+    written = export_saelens(cfg, tensors, out)
     for p in written:
         print(p)
     return EXIT_OK
@@ -370,10 +381,21 @@ def cmd_new(args: argparse.Namespace) -> int:
     from .catalog import builtin_release_dir
     from .contribute import default_release_name, scaffold, write_new_release
     from .plugin_manager import get_registry
+    from .release_check import REPO_ID_RE, unsafe_release_name
     from .resolver import all_release_names
 
+    if not REPO_ID_RE.match(args.repo):
+        print(
+            f"saereg new: --repo {args.repo[:200]!r} is not a Hugging Face repository id ORG/NAME",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     fmt = get_registry().format(args.format)
     name = args.release or default_release_name(args.repo)
+    why = unsafe_release_name(name)
+    if why:
+        print(f"saereg new: {why}; choose another --release name", file=sys.stderr)
+        return EXIT_USAGE
     if name in all_release_names():
         print(
             f"saereg new: a release called {name!r} already exists; saereg new never "
@@ -550,8 +572,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage block otherwise)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="saereg",
         description="Registry and format-conversion hub for pretrained sparse autoencoders.",
         epilog="References: RELEASE/SAE_ID, a Neuronpedia id (gpt2-small/8-res-jb), or "
@@ -560,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"saereg {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of a failure (also {DEBUG_ENV}=1); may be given "
+        "anywhere on the command line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -578,6 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
     p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
     p.add_argument("--force", action="store_true", help="download and convert again")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the cached tensor bytes against the digest in the file (reads it "
+        "all); a mismatch rebuilds it from the publisher files",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the path and canonical config")
     p.set_defaults(func=cmd_fetch)
@@ -714,18 +755,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+# --------------------------------------------------------------------------- errors
+
+DEBUG_ENV = "SAEREG_DEBUG"
+#: The longest message printed; the rest is cut (a one-line message stays readable).
+MAX_MESSAGE = 2000
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code for a failure that reached the top of a command."""
     from .errors import SaeregError
 
+    if isinstance(exc, SaeregError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, NotImplementedError):
+        return str(exc) or "not supported yet", EXIT_FAILURE
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        hint = " (check SAEREG_CACHE, SAEREG_RELEASES and the paths given)" if where else ""
+        return (f"{where}: {reason}{hint}" if where else reason), EXIT_FAILURE
+    if isinstance(exc, MemoryError):
+        return "out of memory", EXIT_FAILURE
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to process", EXIT_FAILURE
+    return (
+        f"internal error: {type(exc).__name__}: {exc}. Run with --debug (or {DEBUG_ENV}=1) "
+        "for the traceback, and please report it",
+        EXIT_FAILURE,
+    )
+
+
+@contextmanager
+def _warnings_as_lines(prefix: str) -> Iterator[None]:
+    """Warnings (e.g. a release file left out of the catalogue) as one line each."""
+
+    def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"{prefix}: warning: {one_line(str(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line on stderr and an exit code
+    (0 ok, 1 failure, 2 bad usage or unknown reference); --debug shows the traceback."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    args_list = [a for a in args_list if a != "--debug"]
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    prefix = f"saereg {args.command}"
     try:
-        return int(args.func(args))
-    except SaeregError as exc:
-        print(f"saereg {args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        with _warnings_as_lines(prefix):
+            return int(args.func(args))
     except BrokenPipeError:  # `saereg list | head`
         return EXIT_OK
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        message, code = describe_failure(exc)
+        print(f"{prefix}: {one_line(message)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

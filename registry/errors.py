@@ -39,3 +39,13 @@ class PluginError(SaeregError):
 
 class CatalogueWarning(UserWarning):
     """A release file was left out of the catalogue, or claims an id another release has."""
+
+
+class CacheWarning(UserWarning):
+    """A cached file was damaged or not the one asked for, and is being rebuilt."""
+
+
+class ArgumentError(SaeregError, ValueError):
+    """An argument such as `dtype` or `device` cannot be honoured (exit code 2)."""
+
+    exit_code = 2

@@ -453,11 +453,11 @@ def fetch_files(
     return FetchedFiles(paths, hashes, resolved)
 
 
-def pinned_path(entry: SAEEntry, key: str, candidates: Iterable[str]) -> str | None:
+def pinned_path(sae_path: str, key: str, candidates: Iterable[str]) -> str | None:
     """The file a `sha256:` key names. Keys are relative to the SAE's path (as the schema
     documents); a full repository path, or the file name of an SAE whose path is a file,
     are understood too."""
-    base = entry.path.strip("/")
+    base = sae_path.strip("/")
     pool = set(candidates)
     for candidate in (f"{base}/{key}", key):
         if candidate in pool:
@@ -476,9 +476,9 @@ def verify_checksums(
     """Every pin names a file this SAE reads, and every fetched pinned file matches."""
     declared = list(declared)
     for key, expected in (entry.sha256 or {}).items():
-        path = pinned_path(entry, key, hashes)
+        path = pinned_path(entry.path, key, hashes)
         if path is None:
-            if pinned_path(entry, key, declared) is not None:
+            if pinned_path(entry.path, key, declared) is not None:
                 continue  # an optional file upstream does not have, or not fetched now
             raise ChecksumError(
                 f"{release.name}/{entry.id}: the release pins a checksum for {key!r}, which "

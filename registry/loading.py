@@ -21,7 +21,7 @@ from .canonical import (
     write_canonical,
 )
 from .catalog import Release, SAEEntry
-from .errors import SaeregError
+from .errors import CacheWarning, SaeregError
 from .fetch import (
     cached_commit,
     fetch_files,
@@ -49,7 +49,9 @@ def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
     return release, entry, get_registry().format(release.format)
 
 
-def _cached_for_hub(release: Release, entry: SAEEntry, revision: str | None) -> Path | None:
+def _cached_for_hub(
+    release: Release, entry: SAEEntry, revision: str | None, verify: bool = False
+) -> Path | None:
     """The canonical file of a hub release whose revision the HF cache already knows:
     found without loading any plugin or touching the network."""
     if not release.repo_id:
@@ -58,7 +60,7 @@ def _cached_for_hub(release: Release, entry: SAEEntry, revision: str | None) -> 
     if known is None:
         return None
     path = canonical_cache_path(release.name, entry.id, known)
-    return path if _valid_canonical(path) else None
+    return path if _cache_hit(path, release, entry, known, verify) else None
 
 
 def _plugin_label(fmt: Format) -> str | None:
@@ -115,12 +117,21 @@ def build_config(
 
 
 def fetch_canonical(
-    ref: str, *, revision: str | None = None, force: bool = False, quiet: bool | None = None
+    ref: str,
+    *,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+    verify: bool = False,
 ) -> Path:
-    """Download and convert `ref` once; return the canonical file's path."""
+    """Download and convert `ref` once; return the canonical file's path.
+
+    A cached file is used only if its header names this release, SAE id and revision
+    (with `verify`, also if its tensor bytes match the digest in its header); otherwise
+    it is rebuilt from the publisher files, which are usually still cached."""
     release, entry = resolve_entry(ref)
     if not force:
-        hit = _cached_for_hub(release, entry, revision)
+        hit = _cached_for_hub(release, entry, revision, verify)
         if hit is not None:
             return hit
     fmt = get_registry().format(release.format)
@@ -128,27 +139,62 @@ def fetch_canonical(
     known = known_revision(release, files, revision)
     if known is not None and not force:
         cached = canonical_cache_path(release.name, entry.id, known)
-        if _valid_canonical(cached):
+        if _cache_hit(cached, release, entry, known, verify):
             return cached
     fetched = fetch_files(release, entry, files, revision, force=force, quiet=quiet)
     target = canonical_cache_path(release.name, entry.id, fetched.revision)
-    if not force and _valid_canonical(target):
+    if not force and _cache_hit(target, release, entry, fetched.revision, verify, warn=False):
         return target
-    converted, tensors = fmt.convert(release, entry, fetched.paths)
-    cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
+    where = f"{release.name}/{entry.id}"
+    sources = ", ".join(str(p) for p in fetched.paths.values()) or "no files"
     try:
+        converted, tensors = fmt.convert(release, entry, fetched.paths)
+        cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
         write_canonical(target, cfg, tensors, progress=show_progress(quiet))
     except (CanonicalFileError, ConfigError) as exc:
-        raise ConversionError(f"{release.name}/{entry.id}: {exc}") from None
+        message = str(exc).replace(str(target), f"the tensors converted from {sources}")
+        raise ConversionError(f"{where}: {message}") from None
+    except (SaeregError, NotImplementedError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, OSError, RuntimeError) as exc:
+        # numpy, zipfile, torch.load and the plugin's own code failing on a damaged or
+        # unexpected publisher file: say which files, not which line of which library.
+        raise ConversionError(
+            f"{where}: cannot convert the publisher files ({sources}): "
+            f"{type(exc).__name__}: {_short(exc)}. A damaged download? Retry with "
+            "`saereg fetch --force`; if it persists, the release file or the format plugin "
+            "is wrong — please report it"
+        ) from None
     return target
 
 
-def _valid_canonical(path: Path) -> bool:
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cache_hit(
+    path: Path,
+    release: Release,
+    entry: SAEEntry,
+    revision: str | None,
+    verify: bool,
+    *,
+    warn: bool = True,
+) -> bool:
+    """Whether the cached canonical file at `path` may be served for this SAE."""
+    from .integrity import Expected, verify_canonical
+
     if not path.is_file():
         return False
+    expect = Expected(release.name, entry.id, revision, entry.path, dict(entry.sha256 or {}))
     try:
-        read_header(path)
-    except CanonicalFileError:
+        verify_canonical(path, expect, deep=verify)
+    except (SaeregError, OSError) as exc:
+        if warn:
+            import warnings
+
+            warnings.warn(f"{_short(exc)}; rebuilding it from the publisher files", CacheWarning, 2)
         return False
     return True
 
@@ -161,15 +207,19 @@ def load_sae(
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
+    verify: bool = False,
 ) -> SAE:
     """Load any catalogued SAE as a canonical `SAE` module on `device` in `dtype`.
 
     The first call downloads the publisher's files and converts them once; later calls
-    read the cached canonical file directly onto the device.
+    read the cached canonical file directly onto the device. `verify` also checks the
+    cached tensor bytes against the digest in the file (a full read).
     """
+    from .arguments import check_device, check_dtype
     from .sae import SAE
 
-    path = fetch_canonical(ref, revision=revision, force=force, quiet=quiet)
+    device, dtype = check_device(device), check_dtype(dtype)  # before any download
+    path = fetch_canonical(ref, revision=revision, force=force, quiet=quiet, verify=verify)
     return SAE.load(path, device=device, dtype=dtype)
 
 
@@ -185,7 +235,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     known = known_revision(release, files, revision)
     if known is not None:
         cached = canonical_cache_path(release.name, entry.id, known)
-        if _valid_canonical(cached):
+        if _cache_hit(cached, release, entry, known, False, warn=False):
             return read_config(cached)
     small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
     shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}

@@ -1,0 +1,134 @@
+"""Canonical-file integrity: is this cached file the SAE asked for, with the bytes written?
+
+Two checks, for two costs:
+
+* identity (`verify_canonical(path, expect=...)`), on every load: the header's embedded
+  config must parse and name the release, SAE id and revision asked for (and, where the
+  release pins checksums, the publisher files it was converted from must match them).
+  It reads only the header, so a file copied over another SAE's cache entry, or one
+  whose header was damaged, is never served.
+* content (`verify_canonical(..., deep=True)`), on request and once right after each
+  write: the sha256 of the tensor bytes, stored in the file's own header under
+  `DIGEST_KEY`, must match the bytes on disk. It reads the whole file.
+
+`tensor_digest` and `verify_canonical` work on any safetensors file written with a
+digest, so other kinds of cache entries can reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .canonical import CanonicalFileError, read_config, read_header
+from .errors import SaeregError
+from .sae_config import SAEConfig
+
+#: Header metadata key holding "sha256:<hex>" of every byte after the header.
+DIGEST_KEY = "saereg_tensor_sha256"
+#: What the header holds while the tensors are still being written (same length).
+PLACEHOLDER = "sha256:" + "0" * 64
+_CHUNK = 8 << 20
+
+
+class IntegrityError(CanonicalFileError):
+    """A cached canonical file is not the SAE it should be, or its bytes changed."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a cache entry must describe: release, SAE id, the revision its files came
+    from, and the release's sha256 pins (relative keys, as in release files)."""
+
+    release: str
+    sae_id: str
+    revision: str | None
+    sae_path: str = ""
+    pins: Mapping[str, str] = field(default_factory=dict)
+
+
+def data_span(path: Path) -> tuple[int, int]:
+    """Byte range [start, end) of the tensor data in a safetensors file."""
+    with path.open("rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+    header, _ = read_header(path)
+    end = max((info["data_offsets"][1] for info in header.values()), default=0)
+    return 8 + n, 8 + n + end
+
+
+def tensor_digest(path: Path) -> str:
+    """'sha256:<hex>' of the tensor bytes of a safetensors file (everything the header
+    describes after itself)."""
+    start, end = data_span(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        fh.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = fh.read(min(_CHUNK, left))
+            if not chunk:
+                raise CanonicalFileError(f"{path}: truncated tensor data")
+            digest.update(chunk)
+            left -= len(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def stored_digest(path: Path) -> str | None:
+    _, metadata = read_header(path)
+    value = metadata.get(DIGEST_KEY)
+    return value if isinstance(value, str) else None
+
+
+def identity_problem(cfg: SAEConfig, expect: Expected) -> str | None:
+    """Why `cfg` does not describe `expect`, or None."""
+    src: Mapping[str, Any] = cfg.source or {}
+    got = (src.get("release"), src.get("sae_id"), src.get("revision"))
+    want = (expect.release, expect.sae_id, expect.revision)
+    if got != want:
+        return (
+            f"holds {got[0]}/{got[1]} at revision {got[2] or 'unknown'}, not "
+            f"{want[0]}/{want[1]} at revision {want[2] or 'unknown'}"
+        )
+    files = src.get("files") or {}
+    if expect.pins and isinstance(files, Mapping):
+        from .fetch import pinned_path
+
+        for key, pin in expect.pins.items():
+            path = pinned_path(expect.sae_path, key, files)
+            if path is not None and files[path] != pin:
+                return f"was converted from a {path} whose sha256 differs from the release's pin"
+    return None
+
+
+def verify_canonical(
+    path: Path, expect: Expected | None = None, *, deep: bool = False
+) -> SAEConfig:
+    """The config of a canonical file that passed the identity check (and with `deep`,
+    the tensor digest); IntegrityError / CanonicalFileError say what is wrong."""
+    try:
+        cfg = read_config(path)
+    except CanonicalFileError:
+        raise
+    except SaeregError as exc:  # a damaged embedded config
+        raise IntegrityError(str(exc)) from None
+    if expect is not None:
+        problem = identity_problem(cfg, expect)
+        if problem:
+            raise IntegrityError(f"{path}: {problem}")
+    if deep:
+        stored = stored_digest(path)
+        if stored is None or stored == PLACEHOLDER:
+            raise IntegrityError(
+                f"{path}: no tensor digest in its header (written by an older saereg, or "
+                "its writer was interrupted), so its bytes cannot be verified"
+            )
+        actual = tensor_digest(path)
+        if actual != stored:
+            raise IntegrityError(
+                f"{path}: tensor bytes changed since it was written (digest {actual[:19]}…, "
+                f"header says {stored[:19]}…)"
+            )
+    return cfg
