@@ -317,8 +317,10 @@ def read_release_file(path: str | os.PathLike[str]) -> Release:
     try:
         stat = path.stat()
         stamp = [str(path.resolve()), stat.st_size, stat.st_mtime_ns, CURRENT_SCHEMA]
-    except OSError as exc:
-        raise ReleaseFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise ReleaseFileError(
+            f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     compiled = _compiled_path(stamp[0])
     try:
         with gc_paused():
@@ -351,7 +353,7 @@ def is_builtin(path: Path) -> bool:
     """Whether `path` is one of the release files shipped with saereg."""
     try:
         return path.resolve().parent == builtin_release_dir()
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, layer_of_hook, release_files
 from .refs import close_matches
+from .release_check import unsafe_path
 from .schema import Finding, ParsedFile, check_schema, read_and_check
 
 
@@ -131,9 +132,13 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
             )
         else:
             seen_ids[sae_id] = i
-        why = check_relative(sae["path"])
+        why = unsafe_path(sae["path"])
         if why:
             at((*here, "path"), f"path {sae['path']!r} {why}", "unsafe-path")
+        for key in sae.get("sha256") or {}:
+            why = unsafe_path(key)
+            if why:
+                at((*here, "sha256", key), f"pinned file {key!r} {why}", "unsafe-path")
         values = {k: v for k, v in defaults.items() if k in INHERITABLE}
         values.update(sae)
         missing = [f for f in REQUIRED_SAE_FIELDS if f not in values]
