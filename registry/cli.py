@@ -471,12 +471,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     import yaml
 
     from .catalog import CURRENT_SCHEMA, load_yaml, migrate
+    from .safeyaml import decode
 
     status = EXIT_OK
     for name in args.paths:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = decode(path.read_bytes(), str(path))
         except OSError as exc:
             print(f"saereg migrate: {path}: cannot read: {exc.strerror}", file=sys.stderr)
             status = EXIT_FAILURE

@@ -207,11 +207,11 @@ def validate_paths(
     targets: list[Path] = []
     for p in paths:
         targets.extend(release_files(p) if p.is_dir() else [p])
-    target_files = {str(t.resolve()) for t in targets}
+    target_files = {_resolved(t) for t in targets}
     names: dict[str, str] = {
         name: file
         for name, file in (catalogue or {}).items()
-        if str(Path(file).resolve()) not in target_files
+        if _resolved(Path(file)) not in target_files
     }
     neuronpedia: dict[str, str] = {
         np_id: f"{rel}/{sae_id}"
@@ -227,6 +227,13 @@ def validate_paths(
         result.files.append(str(path))
         result.findings.extend(parsed.findings)
     return result
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (reported when read)
+        return str(path)
 
 
 def _cross_file(

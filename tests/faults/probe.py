@@ -72,6 +72,8 @@ class Score:
         if "Traceback" in result.err:
             self.count("tracebacks")
             problems.append("traceback")
+        if "internal error" in result.err:  # one line, but an unexpected exception
+            problems.append("internal error")
         if result.rc not in codes:
             problems.append(f"exit {result.rc}, expected {codes}")
         if one_line and result.rc != 0 and len(result.error_lines) != 1:
