@@ -139,7 +139,8 @@ def fetch_canonical(
     known = known_revision(release, files, revision)
     if known is not None and not force:
         cached = canonical_cache_path(release.name, entry.id, known)
-        if _cache_hit(cached, release, entry, known, verify):
+        # (a hub release's file was checked, and any problem reported, just above)
+        if _cache_hit(cached, release, entry, known, verify, warn=not release.repo_id):
             return cached
     fetched = fetch_files(release, entry, files, revision, force=force, quiet=quiet)
     target = canonical_cache_path(release.name, entry.id, fetched.revision)
@@ -154,9 +155,9 @@ def fetch_canonical(
     except (CanonicalFileError, ConfigError) as exc:
         message = str(exc).replace(str(target), f"the tensors converted from {sources}")
         raise ConversionError(f"{where}: {message}") from None
-    except (SaeregError, NotImplementedError):
+    except (SaeregError, NotImplementedError, MemoryError):
         raise
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OSError, RuntimeError) as exc:
+    except Exception as exc:
         # numpy, zipfile, torch.load and the plugin's own code failing on a damaged or
         # unexpected publisher file: say which files, not which line of which library.
         raise ConversionError(
