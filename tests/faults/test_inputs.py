@@ -106,11 +106,17 @@ def test_bad_environment_fails_in_one_line(tmp_path: Path, monkeypatch) -> None:
         "HF_ENDPOINT=garbage": ({"HF_ENDPOINT": "garbage"}, ["fetch", ref]),
         "HF_ENDPOINT=http://": ({"HF_ENDPOINT": "http://"}, ["fetch", ref]),
         "HF_ENDPOINT=ftp": ({"HF_ENDPOINT": "ftp://x"}, ["fetch", ref]),
-        "HF_ENDPOINT for new": ({"HF_ENDPOINT": "garbage"}, ["new", "--repo", "a/b", "--format", "saelens"]),
+        "HF_ENDPOINT for new": (
+            {"HF_ENDPOINT": "garbage"},
+            ["new", "--repo", "a/b", "--format", "saelens"],
+        ),
         "SAEREG_TIMEOUT=abc": ({"SAEREG_TIMEOUT": "abc"}, ["fetch", ref]),
         "SAEREG_TIMEOUT=-1": ({"SAEREG_TIMEOUT": "-1"}, ["fetch", ref]),
-        "SAEREG_CACHE is a file": ({"SAEREG_CACHE": str(a_file), "SAEREG_OFFLINE": "1"}, ["fetch", ref]),
-    }  # fmt: skip
+        "SAEREG_CACHE is a file": (
+            {"SAEREG_CACHE": str(a_file), "SAEREG_OFFLINE": "1"},
+            ["fetch", ref],
+        ),
+    }
     for what, (env, argv) in cases.items():
         score.cli(what, *argv, env=env)
     result = score.cli(

@@ -164,17 +164,24 @@ def test_corrupt_publisher_files_fail_in_one_line_and_cache_nothing(hubenv, tmp_
         path = f"resid_post_mlp_v5_32k/autoencoders/{i}.pt"
         hubenv.hub.static[f"/static/sparse-autoencoder/faults/{path}"] = data
         oai_saes.append(
-            {"id": f"blocks.{i}.hook_resid_post", "path": path,
-             "hook_name": f"blocks.{i}.hook_resid_post", "hook_layer": i}
-        )  # fmt: skip
+            {
+                "id": f"blocks.{i}.hook_resid_post",
+                "path": path,
+                "hook_name": f"blocks.{i}.hook_resid_post",
+                "hook_layer": i,
+            }
+        )
         refs[what] = (f"oai/blocks.{i}.hook_resid_post", f"{i}.pt")
     hubenv.add_release(
         "oai",
         release_yaml(
-            "oai", "oai", oai_saes, base_url=OAI_BASE,
+            "oai",
+            "oai",
+            oai_saes,
+            base_url=OAI_BASE,
             defaults={"normalize_activations": "layer_norm", "context_size": 64},
         ),
-    )  # fmt: skip
+    )
     for what, (ref, file_hint) in refs.items():
         result = score.cli(what, "fetch", ref, "--quiet", codes=(1,))
         named = any(hint in result.err for hint in file_hint.split("|"))
@@ -260,9 +267,13 @@ def test_a_tampered_cache_is_never_served(hubenv) -> None:
                 "digest removed",
             )
             result = score.cli(
-                f"{what} ({mode})", "fetch", "good/a", "--quiet",
-                *(["--verify"] if verify else []), codes=(0,),
-            )  # fmt: skip
+                f"{what} ({mode})",
+                "fetch",
+                "good/a",
+                "--quiet",
+                *(["--verify"] if verify else []),
+                codes=(0,),
+            )
             rebuilt = path_a.read_bytes() == pristine
             if must_rebuild:
                 score.check(f"{what} ({mode}): rebuilt", rebuilt)
@@ -285,7 +296,7 @@ def test_a_tampered_cache_is_never_served(hubenv) -> None:
 
 def test_pins_use_the_schema_key_form(hubenv) -> None:
     score = Score("pins")
-    tensors, files = _publish_good(hubenv, "pinned", folders=("p",))
+    _, files = _publish_good(hubenv, "pinned", folders=("p",))
     good = hashlib.sha256(files["p/cfg.json"]).hexdigest()
     cases = {
         "relative key, wrong": ({"cfg.json": "0" * 64}, 1),
@@ -312,23 +323,37 @@ def test_paths_never_leave_the_base_url(hubenv) -> None:
     score = Score("paths outside the base")
     hubenv.hub.static["/static/secret.pt"] = b"secret"
     paths = [
-        "../../../secret.pt", "../../secret.pt", "a/../../../secret.pt", "%2e%2e/%2e%2e/secret.pt",
-        "%2E%2E/%2E%2E/%2E%2E/secret.pt", "/secret.pt", "//evil.example/secret.pt",
-        "http://evil.example/secret.pt", "..%2f..%2f..%2fsecret.pt", "a\\..\\..\\secret.pt",
-    ]  # fmt: skip
+        "../../../secret.pt",
+        "../../secret.pt",
+        "a/../../../secret.pt",
+        "%2e%2e/%2e%2e/secret.pt",
+        "%2E%2E/%2E%2E/%2E%2E/secret.pt",
+        "/secret.pt",
+        "//evil.example/secret.pt",
+        "http://evil.example/secret.pt",
+        "..%2f..%2f..%2fsecret.pt",
+        "a\\..\\..\\secret.pt",
+    ]
     for i, path in enumerate(paths):
         name = f"esc{i}"
         saes = [{"id": "x", "path": path, "hook_name": "blocks.1.hook_resid_post", "hook_layer": 1}]
         hubenv.add_release(
-            name, release_yaml(name, "oai", saes, base_url=OAI_BASE,
-                               defaults={"normalize_activations": "layer_norm"})
-        )  # fmt: skip
+            name,
+            release_yaml(
+                name,
+                "oai",
+                saes,
+                base_url=OAI_BASE,
+                defaults={"normalize_activations": "layer_norm"},
+            ),
+        )
         score.cli(f"fetch {path!r}", "fetch", f"{name}/x", "--quiet", codes=(1,))
         score.cli(f"resolve {path!r}", "resolve", f"{name}/x", codes=(1,))
     outside = [
-        p for _, p in hubenv.hub.requests
+        p
+        for _, p in hubenv.hub.requests
         if p != "/" and not p.startswith("/static/sparse-autoencoder/faults/")
-    ]  # fmt: skip
+    ]
     score.count("requests outside a release's base", len(outside))
     score.check("no request outside the base", not outside, str(outside))
     # A release named '..' never writes outside the cache directory.
