@@ -22,6 +22,8 @@ from .errors import UnknownReferenceError
 
 RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NEURONPEDIA_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
+#: Longer words get no did-you-mean suggestions.
+MAX_COMPARED = 256
 HF_REPO_PATH_RE = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:/(.+))?$"
 )
@@ -93,6 +95,8 @@ def best_matches(groups: Iterable[tuple[str, Iterable[str]]], n: int = 3) -> tup
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> tuple[str, ...]:
     """Up to `n` candidates that look like `word`, best first."""
+    if len(word) > MAX_COMPARED:  # difflib is quadratic; nothing that long is a typo
+        return ()
     pool = list(candidates)
     found = difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
     if len(found) < n:
