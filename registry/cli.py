@@ -228,7 +228,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     by_np: dict[str, tuple[str, str]] = {}
     if not args.standalone:
         try:
-            index = load_index(release_dirs())
+            with warnings.catch_warnings():  # the files' problems are in the report below
+                warnings.simplefilter("ignore")
+                index = load_index(release_dirs())
             catalogue = {name: rel["file"] for name, rel in index.releases.items()}
             by_np = index.by_neuronpedia()
         except SaeregError:  # a broken catalogue file is reported when it is validated itself

@@ -20,7 +20,7 @@ from .catalog import (
     factor_defaults,
 )
 from .errors import SaeregError
-from .fetch import hf_endpoint, offline
+from .fetch import FetchError, check_reachable, hf_endpoint, offline
 from .hookspecs import Format
 
 TODO = "TODO"
@@ -40,7 +40,12 @@ def _api() -> Any:
             "this command reads repository listings from the hub, but downloads are off "
             "(HF_HUB_OFFLINE / SAEREG_OFFLINE); run it online"
         )
-    return HfApi(endpoint=hf_endpoint())
+    try:
+        endpoint = hf_endpoint()
+        check_reachable(endpoint, "the repository listing")  # fail fast, not after retries
+    except FetchError as exc:
+        raise OfflineError(str(exc)) from None
+    return HfApi(endpoint=endpoint)
 
 
 def _hub_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
