@@ -8,6 +8,7 @@ network call and reads one safetensors file straight onto the target device.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,14 @@ if TYPE_CHECKING:
 
 class ConversionError(SaeregError):
     """A plugin produced tensors or a config that do not describe a valid SAE."""
+
+
+class CacheError(SaeregError):
+    """saereg's cache directory cannot be written (a file in its place, full, read-only)."""
+
+
+#: Errors that are the disk's, whichever file they name.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
@@ -157,16 +166,33 @@ def fetch_canonical(
         raise ConversionError(f"{where}: {message}") from None
     except (SaeregError, NotImplementedError, MemoryError):
         raise
+    except OSError as exc:
+        in_cache = exc.filename is not None and _inside(Path(str(exc.filename)), target.parent)
+        if in_cache or exc.errno in _DISK_ERRNOS:
+            raise CacheError(
+                f"{where}: cannot write the cache entry {target}: {exc.strerror or exc} "
+                "(check SAEREG_CACHE and the free disk space)"
+            ) from None
+        raise _unreadable(where, sources, exc) from None
     except Exception as exc:
-        # numpy, zipfile, torch.load and the plugin's own code failing on a damaged or
-        # unexpected publisher file: say which files, not which line of which library.
-        raise ConversionError(
-            f"{where}: cannot convert the publisher files ({sources}): "
-            f"{type(exc).__name__}: {_short(exc)}. A damaged download? Retry with "
-            "`saereg fetch --force`; if it persists, the release file or the format plugin "
-            "is wrong — please report it"
-        ) from None
+        raise _unreadable(where, sources, exc) from None
     return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder`, inside it, or one of the folders above it."""
+    return path == folder or folder in path.parents or path in folder.parents
+
+
+def _unreadable(where: str, sources: str, exc: BaseException) -> ConversionError:
+    """numpy, zipfile, torch.load or the plugin's own code failing on a damaged or
+    unexpected publisher file: say which files, not which line of which library."""
+    return ConversionError(
+        f"{where}: cannot convert the publisher files ({sources}): "
+        f"{type(exc).__name__}: {_short(exc)}. A damaged download? Retry with "
+        "`saereg fetch --force`; if it persists, the release file or the format plugin "
+        "is wrong — please report it"
+    )
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -369,7 +369,7 @@ def test_paths_never_leave_the_base_url(hubenv) -> None:
     score.done()
 
 
-def test_bad_load_arguments_fail_before_any_download(hubenv, tmp_path) -> None:
+def test_bad_load_arguments_fail_before_any_download(hubenv, tmp_path, monkeypatch) -> None:
     score = Score("arguments")
     _publish_good(hubenv, "args", folders=("g",))
     before = len(hubenv.hub.requests)
@@ -401,4 +401,11 @@ def test_bad_load_arguments_fail_before_any_download(hubenv, tmp_path) -> None:
     score.cli(
         "SAEREG_CACHE is a file", "fetch", "args/g", "--quiet", env={"SAEREG_CACHE": str(a_file)}
     )
+    monkeypatch.setenv("SAEREG_CACHE", str(a_file / "under"))
+    try:
+        saereg.load_sae("args/g", quiet=True)
+        ok, detail = False, "accepted"
+    except SaeregError as exc:  # in the API too: an error saereg describes, not an OSError
+        ok, detail = "SAEREG_CACHE" in str(exc), str(exc)
+    score.check("API: SAEREG_CACHE under a file", ok, detail)
     score.done()
