@@ -248,3 +248,36 @@ def test_extra_releases_cannot_take_over_built_in_references(tmp_path, monkeypat
         result.out[-500:],
     )
     score.done()
+
+
+def test_yaml_hazards_are_named_with_their_lines(tmp_path) -> None:
+    score = Score("release files")
+    from saereg.errors import ReleaseFileError
+    from saereg.safeyaml import decode, load
+
+    cases = {
+        "a: 1\nb:\n  c: 2\n  c: 3\n": "4: duplicate key 'c' (first at line 3)",
+        "a: 1\nsaes: []\nsaes: [1]\n": "3: duplicate key 'saes' (first at line 2)",
+        "a: &x 1\nb: *x\n": "1: YAML anchors and aliases",
+        "a: " + "[" * 40 + "]" * 40: "nested more than 32 levels deep",
+        "a: [1, 2\n": "not valid YAML",
+    }
+    for text, expected in cases.items():
+        try:
+            load(text, "f.yaml")
+            message = "accepted"
+        except ReleaseFileError as exc:
+            message = str(exc)
+        score.check(f"{expected}", message.startswith("f.yaml") and expected in message, message)
+    for data, expected in {
+        "a: 1\n".encode("utf-16"): "encoded as UTF-16",
+        "a: 1\n".encode("utf-16-le"): "NUL character",
+        b"a: 1\nb: caf\xe9\n": "f.yaml:2: not UTF-8 (byte 0xe9",
+    }.items():
+        try:
+            decode(data, "f.yaml")
+            message = "accepted"
+        except ReleaseFileError as exc:
+            message = str(exc)
+        score.check(expected, expected in message, message)
+    score.done()

@@ -1,0 +1,98 @@
+"""What cache integrity costs, each figure beside a baseline measured in the same run.
+
+    python benchmarks/bench_integrity.py [--runs N] [--d-in 2304] [--d-sae 16384]
+
+1. Writing a canonical file with its tensor digest (hash while writing, then read back
+   and check once) against the same write without the digest.
+2. The identity check done on every load (header + embedded config) against reading the
+   header alone: it must stay a header-only cost.
+3. `verify=True` (hashing every tensor byte) against reading every tensor byte with
+   safetensors, the least a full check can cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def median_s(fn: Callable[[], object], runs: int) -> float:
+    fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--d-in", type=int, default=2304)
+    parser.add_argument("--d-sae", type=int, default=16384)
+    args = parser.parse_args()
+
+    from safetensors.numpy import load_file
+
+    from saereg.canonical import read_header, write_canonical, write_safetensors
+    from saereg.integrity import Expected, verify_canonical
+    from saereg.sae_config import METADATA_KEY, SAEConfig
+
+    rng = np.random.default_rng(0)
+    d_in, d_sae = args.d_in, args.d_sae
+    tensors = {
+        "W_enc": rng.standard_normal((d_in, d_sae), dtype=np.float32),
+        "W_dec": rng.standard_normal((d_sae, d_in), dtype=np.float32),
+        "b_enc": np.zeros(d_sae, np.float32),
+        "b_dec": np.zeros(d_in, np.float32),
+    }
+    size_mb = sum(t.nbytes for t in tensors.values()) / 1e6
+    source = {"release": "bench", "sae_id": "x", "revision": "r", "format": "saelens", "files": {}}
+    values = {
+        "architecture": "relu",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "d_out": d_in,
+        "apply_b_dec_to_input": False,
+        "normalization": {"kind": "none"},
+        "reshape": "none",
+        "hook_name": "blocks.0.hook_resid_pre",
+        "hook_layer": 0,
+        "model": "m",
+        "dtype": "float32",
+        "source": source,
+    }
+    cfg = SAEConfig.from_dict(values, "bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, digested = Path(tmp) / "plain.safetensors", Path(tmp) / "digest.safetensors"
+        write_plain = median_s(
+            lambda: write_safetensors(plain, tensors, {METADATA_KEY: cfg.to_json()}), args.runs
+        )
+        write_digest = median_s(lambda: write_canonical(digested, cfg, tensors), args.runs)
+        header = median_s(lambda: read_header(digested), args.runs * 20)
+        expect = Expected("bench", "x", "r")
+        identity = median_s(lambda: verify_canonical(digested, expect), args.runs * 20)
+        read_all = median_s(lambda: load_file(str(digested)), args.runs)
+        deep = median_s(lambda: verify_canonical(digested, expect, deep=True), args.runs)
+    print(f"{size_mb:.0f} MB of float32 tensors, median of {args.runs} runs")
+    print(
+        f"1. write with digest {write_digest:.3f} s vs without {write_plain:.3f} s: "
+        f"{write_digest / write_plain:.2f}x"
+    )
+    print(
+        f"2. identity check {identity * 1e3:.2f} ms vs header read {header * 1e3:.2f} ms: "
+        f"{identity / header:.2f}x"
+    )
+    print(f"3. verify=True {deep:.3f} s vs reading every tensor {read_all:.3f} s: "
+          f"{deep / read_all:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
