@@ -25,6 +25,10 @@ INSTALL_HINT = (
 )
 
 
+#: key → (code, Windows virtual key code, the text a key press types)
+_KEYS = {"Enter": ("Enter", 13, "\r"), "Tab": ("Tab", 9, ""), " ": ("Space", 32, " ")}
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -139,10 +143,29 @@ class Browser:
 
     # ------------------------------------------------------------------ page
     def open(self, url: str) -> None:
-        """Navigate and wait for the load event."""
+        """Load `url` afresh and wait for the load event (a URL that differs from the
+        current one only in its fragment is reloaded, not just scrolled to)."""
+        current = self.eval("location.href").split("#")[0]
+        if current == url.split("#")[0]:
+            self._events.clear()
+            self.call("Page.navigate", url="about:blank")
+            self.wait_event("Page.loadEventFired")
         self._events.clear()
         self.call("Page.navigate", url=url)
         self.wait_event("Page.loadEventFired")
+
+    def page_errors(self) -> list[str]:
+        """Uncaught exceptions and console errors seen since the last `open`."""
+        self.call("Runtime.evaluate", expression="0")  # collect events already sent
+        out = []
+        for event in self._events:
+            params = event.get("params", {})
+            if event["method"] == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                out.append(details.get("exception", {}).get("description") or details["text"])
+            elif event["method"] == "Runtime.consoleAPICalled" and params.get("type") == "error":
+                out.append(" ".join(str(a.get("value")) for a in params.get("args", [])))
+        return out
 
     def eval(self, expression: str) -> Any:
         """The value of a JavaScript expression (promises awaited); page errors raise."""
@@ -155,9 +178,12 @@ class Browser:
             raise BrowserError(f"JavaScript error: {text}")
         return result["result"].get("value")
 
-    def key(self, key: str, code: str, key_code: int) -> None:
-        """Press and release one key where the focus is, as a keyboard would."""
-        for kind in ("rawKeyDown", "keyUp"):
+    def key(self, key: str) -> None:
+        """Press and release one key (Enter, Tab or space) where the focus is, as a
+        keyboard would: Enter and space activate buttons, Tab moves the focus."""
+        code, key_code, text = _KEYS[key]
+        for kind in ("keyDown" if text else "rawKeyDown", "keyUp"):
+            extra = {"text": text} if text and kind == "keyDown" else {}
             self.call(
                 "Input.dispatchKeyEvent",
                 type=kind,
@@ -165,6 +191,7 @@ class Browser:
                 code=code,
                 windowsVirtualKeyCode=key_code,
                 nativeVirtualKeyCode=key_code,
+                **extra,
             )
 
     def type_text(self, text: str) -> None:

@@ -480,8 +480,14 @@
     }
   });
 
+  // The skip link moves the focus without touching the URL, which holds the filters.
+  document.querySelector("a.skip").addEventListener("click", function (e) {
+    e.preventDefault();
+    $("results-title").focus();
+  });
   window.addEventListener("hashchange", function () {
     if (location.hash === hashOf(state)) return;
+    if (location.hash && location.hash.indexOf("=") < 0) return;  // an anchor, not filters
     state = readHash();
     syncForm();
     update({ fromHash: true });
