@@ -45,8 +45,10 @@
   function esc(s) { return String(s).replace(/[&<>"']/g, function (c) { return ESC[c]; }); }
   // Not toLocaleString: its first call loads locale data, ~30 ms of the first render.
   function fmtInt(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ","); }
+  // As publishers name widths: 16384 is "16k", but 65536 is "65k" and 262144 "262k".
   function widthLabel(w) {
     if (w >= 1048576 && w % 1048576 === 0) return w / 1048576 + "M";
+    if (w >= 65536 && (w & (w - 1)) === 0) return Math.floor(w / 1000) + "k";
     if (w >= 1024 && w % 1024 === 0) return w / 1024 + "k";
     return String(w);
   }
@@ -197,7 +199,7 @@
     }
     var ws = Array.from(widths.keys()).sort(function (a, b) { return a - b; });
     fillSelect($("f-width"), "any width", ws.map(function (w) {
-      return [String(w), widthLabel(w) + " (" + fmtInt(widths.get(w)) + ")"];
+      return [String(w), widthLabel(w) + " · " + fmtInt(w) + " (" + fmtInt(widths.get(w)) + ")"];
     }));
   })();
 
@@ -275,7 +277,7 @@
     return "<tr>" +
       '<td class="ref"><span class="rel">' + esc(rel[0]) + '</span><span class="id">' + esc(r[1]) +
       "</span></td>" +
-      "<td>" + esc(D.models[rel[1]]) + "</td>" +
+      '<td class="model">' + esc(D.models[rel[1]]) + "</td>" +
       '<td class="hook"><code>' + (r[2] >= 0 && D.hooks[r[2]] ? esc(D.hooks[r[2]]) : "") +
       '</code><span class="site">' + esc(D.sites[r[7]]) + "</span></td>" +
       '<td class="num">' + (r[3] === null ? UNKNOWN : r[3]) + "</td>" +
