@@ -12,7 +12,9 @@ import functools
 import io
 import json
 import re
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import pytest
 from saereg import cli
 from saereg.catalog import Release, SAEEntry, builtin_release_dir, read_releases
 from saereg.catalogue_page import render
+from saereg.docs import generate, stale_files
 from saereg.index import load_index
 
 from .browser import INSTALL_HINT, Browser, find_chromium
-from .conftest import REPO, run_saereg
+from .conftest import REPO
 
 PAGE = REPO / "docs" / "catalogue.html"
 PAGE_SIZE = 100
@@ -335,6 +338,34 @@ def test_links_lead_to_the_repository_neuronpedia_and_the_markdown_section(
     assert header_links == markdown
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_served_over_http_the_page_links_to_the_rendered_markdown(browser: Browser) -> None:
+    """GitHub Pages serves the markdown rendered as HTML; the links follow."""
+    handler = functools.partial(_QuietHandler, directory=str(REPO / "docs"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        browser.open(base + "catalogue.html#q=gpt2-small-res-jb%2Fblocks.8.")
+        hrefs = browser.eval(
+            "[...document.querySelectorAll('a.md, #rows tr:first-child td.links a')]"
+            ".map(a => a.href).filter(h => h.startsWith(location.origin))"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hrefs == [
+        base + "index.html",
+        base + "pretrained_saes.html",
+        base + "models/gpt2-small.html#gpt2-small-res-jb",
+    ]
+
+
 def test_without_javascript_a_notice_links_to_the_markdown(browser: Browser) -> None:
     browser.call("Emulation.setScriptExecutionDisabled", value=True)
     try:
@@ -357,19 +388,20 @@ def test_without_javascript_a_notice_links_to_the_markdown(browser: Browser) -> 
 # ---------------------------------------------------------------------- no browser needed
 
 
-def test_page_is_deterministic_self_contained_and_checked_by_docs_check(tmp_path: Path) -> None:
-    releases = read_releases([builtin_release_dir()])
-    page = render(releases)
-    assert page == render(list(reversed(releases)))
+def test_page_is_generated_by_docs_self_contained_and_checked(tmp_path: Path) -> None:
+    # (test_docs covers determinism and `docs --check` for every generated page)
+    pages = generate(read_releases([builtin_release_dir()]))
+    page = pages["catalogue.html"]
     assert PAGE.read_text(encoding="utf-8") == page  # the committed page is current
     # Nothing is fetched: no external script, style, font or image.
-    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
     assert "@import" not in page and "url(" not in page
-    out = tmp_path / "docs"
-    assert run_saereg("docs", "--out", str(out)).returncode == 0
-    (out / "catalogue.html").write_text("stale\n")
-    stale = run_saereg("docs", "--check", "--out", str(out))
-    assert stale.returncode == 1 and "catalogue.html" in stale.stderr
+    for name, text in pages.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert stale_files(pages, tmp_path) == []
+    (tmp_path / "catalogue.html").write_text("edited by hand\n")
+    assert stale_files(pages, tmp_path) == ["catalogue.html"]
 
 
 def test_embedded_data_cannot_close_its_script_element() -> None:
