@@ -213,6 +213,10 @@ def test_filter_state_round_trips_through_the_url(browser: Browser) -> None:
     assert "page=2" in state["hash"]
     assert browser.eval("document.getElementById('f-model').value") == ""
     assert "page 2 of" in browser.eval("document.getElementById('page-label').textContent")
+    # A value no list offers (an old link, a renamed model) is dropped, not "matches nothing".
+    open_page(browser, "#model=no-such-model&width=16384")
+    assert shown(browser)["count"] == len(listed("--width", "16k"))
+    assert browser.eval("document.getElementById('f-model').value") == ""
     assert browser.page_errors() == []
 
 

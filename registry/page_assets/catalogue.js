@@ -7,7 +7,6 @@
   performance.mark("saereg:start");
 
   var D = JSON.parse(document.getElementById("catalogue-data").textContent);
-  performance.mark("saereg:parsed");
   var PAGE_SIZE = 100;
   var MD_EXT = location.protocol === "file:" ? ".md" : ".html";
   var FIELDS = ["q", "model", "site", "layer_min", "layer_max", "width", "l0_min", "l0_max",
@@ -16,13 +15,13 @@
 
   // ------------------------------------------------------------------ columns
   var rows = D.rows, N = rows.length, rels = D.releases;
-  var cRel = new Int32Array(N), cModel = new Int32Array(N), cPub = new Int32Array(N),
+  var cModel = new Int32Array(N), cPub = new Int32Array(N),
     cFmt = new Int32Array(N), cSite = new Int32Array(N), cArch = new Int32Array(N),
     cLayer = new Float64Array(N), cWidth = new Float64Array(N), cL0 = new Float64Array(N),
     hay = null;
   for (var i = 0; i < N; i++) {
     var r = rows[i], rel = rels[r[0]];
-    cRel[i] = r[0]; cModel[i] = rel[1]; cPub[i] = rel[2]; cFmt[i] = rel[3];
+    cModel[i] = rel[1]; cPub[i] = rel[2]; cFmt[i] = rel[3];
     cLayer[i] = r[3] === null ? NaN : r[3];
     cWidth[i] = r[4] === null ? NaN : r[4];
     cL0[i] = r[5] === null ? NaN : r[5];
@@ -38,7 +37,6 @@
     return hay;
   }
 
-  performance.mark("saereg:columns");
   // ------------------------------------------------------------------ helpers
   function $(id) { return document.getElementById(id); }
   var ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -77,7 +75,8 @@
     }
     return null;
   }
-  // Rank of each row under a key (ties keep catalogue order); null values always last.
+  // Row numbers in the order of a column (ties keep catalogue order; unknown values last,
+  // in both directions); computed once per column and direction.
   var orders = {};
   function order(name, dir) {
     var id = name + ":" + dir;
@@ -203,7 +202,6 @@
     }));
   })();
 
-  performance.mark("saereg:form");
   function indexOf(names, value) { return value === "" ? -1 : names.indexOf(value); }
   function siteSet(value) {
     var set = new Uint8Array(D.sites.length);
@@ -228,15 +226,12 @@
     // An empty bound is NaN, and every comparison with NaN is false: an open end.
     var hasL = lmin === lmin || lmax === lmax, hasW = w === w,
       hasL0 = l0min === l0min || l0max === l0max;
-    var unknownValue = (s.model && model < 0) || (s.publisher && pub < 0) ||
-      (s.format && fmt < 0) || (s.arch && arch < 0);
     var ord = order(s.sort, s.dir), nt = terms.length, texts = nt ? haystack() : null;
-    // The grid counts SAEs per (layer, width) under every filter but layer and width;
-    // without a model it counts SAEs per model under every other filter.
+    // With a model chosen, the grid counts its SAEs per (layer, width) under every filter
+    // but layer and width; without one, it counts the matching SAEs per model.
     gridModel = model;
     var gc = {};
     nMatched = 0;
-    if (unknownValue) { gridCounts = gc; return; }
     for (var k = 0; k < N; k++) {
       var i = ord[k];
       if (model >= 0 && cModel[i] !== model) continue;
@@ -254,10 +249,10 @@
         if (!ok) continue;
       }
       var L = cLayer[i], W = cWidth[i];
-      var cell = model >= 0 ? (L === L && W === W ? L + ":" + W : null) : cModel[i];
-      if (cell !== null) gc[cell] = (gc[cell] || 0) + 1;
+      if (model >= 0 && L === L && W === W) gc[L + ":" + W] = (gc[L + ":" + W] || 0) + 1;
       if (hasL && (L !== L || L < lmin || L > lmax)) continue;
       if (hasW && W !== w) continue;
+      if (model < 0) gc[cModel[i]] = (gc[cModel[i]] || 0) + 1;
       matched[nMatched++] = i;
     }
     gridCounts = gc;
@@ -338,11 +333,11 @@
       grid.innerHTML = html + "</ul>";
       return;
     }
-    var layers = {}, widths = {}, maxN = 0, lo = Infinity, hi = -Infinity;
+    var widths = {}, maxN = 0, lo = Infinity, hi = -Infinity;
     keys.forEach(function (key) {
       var p = key.split(":"), L = +p[0], W = +p[1];
       lo = Math.min(lo, L); hi = Math.max(hi, L);
-      widths[W] = true; layers[L] = true;
+      widths[W] = true;
       maxN = Math.max(maxN, gc[key]);
     });
     var model = D.models[gridModel];
@@ -376,10 +371,15 @@
     grid.innerHTML = html + "</tbody></table>";
   }
 
+  // The form shows the state; a value no list offers (an old or mistyped link) is dropped
+  // rather than matching nothing while the list says "any".
   function syncForm() {
     FIELDS.forEach(function (f) {
       var el = form.elements[f];
-      if (el && el.value !== state[f]) el.value = state[f];
+      if (el.tagName === "SELECT" && !Array.prototype.some.call(el.options, function (o) {
+        return o.value === state[f];
+      })) state[f] = "";
+      if (el.value !== state[f]) el.value = state[f];
     });
   }
 
@@ -394,8 +394,9 @@
 
   // ------------------------------------------------------------------ events
   function setFromForm(el) {
-    if (FIELDS.indexOf(el.name) < 0) return;
-    state[el.name] = el.value.trim();
+    var value = el.value.trim();
+    if (FIELDS.indexOf(el.name) < 0 || state[el.name] === value) return;  // input, then change
+    state[el.name] = value;
     state.page = 1;
     update();
   }
