@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -108,8 +109,9 @@ class Browser:
 
     def _receive(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
-                raise BrowserError("Chromium did not answer in time")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_child], [], [], left)[0]:
+                raise BrowserError(f"Chromium did not answer within {self.timeout:g} s")
             chunk = os.read(self._from_child, 1 << 20)
             if not chunk:
                 raise BrowserError(f"Chromium exited (status {self._proc.poll()})")

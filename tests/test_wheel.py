@@ -94,3 +94,15 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
         [str(saereg_cli), "plugins"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert "gemma_scope" in plugins.stdout and "built-in" in plugins.stdout
+    # The catalogue page's HTML, CSS and JavaScript ship as package data.
+    docs = subprocess.run(
+        [str(saereg_cli), "docs", "--out", str(tmp_path / "docs")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert docs.returncode == 0, docs.stderr
+    assert (tmp_path / "docs" / "catalogue.html").read_text() == (
+        REPO / "docs" / "catalogue.html"
+    ).read_text()

@@ -152,7 +152,8 @@
   function fillSelect(el, anyLabel, options) {
     var html = '<option value="">' + esc(anyLabel) + "</option>";
     options.forEach(function (o) {
-      html += '<option value="' + esc(o[0]) + '">' + esc(o[1]) + "</option>";
+      html += '<option value="' + esc(o[0]) + '"' + (o[2] ? ' title="' + esc(o[2]) + '"' : "") +
+        ">" + esc(o[1]) + "</option>";
     });
     el.innerHTML = html;
   }
@@ -198,7 +199,7 @@
     }
     var ws = Array.from(widths.keys()).sort(function (a, b) { return a - b; });
     fillSelect($("f-width"), "any width", ws.map(function (w) {
-      return [String(w), widthLabel(w) + " · " + fmtInt(w) + " (" + fmtInt(widths.get(w)) + ")"];
+      return [String(w), widthLabel(w) + " (" + fmtInt(widths.get(w)) + ")", fmtInt(w) + " latents"];
     }));
   })();
 
