@@ -155,10 +155,11 @@ def render(releases: Iterable[Release]) -> str:
     data = page_data(ordered)
     n_saes = len(data["rows"])
     summary = f"{len(ordered)} releases, {n_saes:,} SAEs, {len(data['models'])} models"
-    return (
-        _asset("catalogue.html")
-        .replace("{{css}}", _asset("catalogue.css").rstrip("\n"))
-        .replace("{{js}}", _asset("catalogue.js").rstrip("\n"))
-        .replace("{{summary}}", html.escape(summary))
-        .replace("{{data}}", _embed_json(data))
-    )
+    parts = {
+        "css": _asset("catalogue.css").rstrip("\n"),
+        "js": _asset("catalogue.js").rstrip("\n"),
+        "summary": html.escape(summary),
+        "data": _embed_json(data),
+    }
+    # One pass: a placeholder-like text inside a substituted part is left alone.
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], _asset("catalogue.html"))
