@@ -22,7 +22,7 @@ from typing import Any
 
 INSTALL_HINT = (
     "install Debian's browser package: apt-get update && "
-    "DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"
 )
 
 

@@ -84,14 +84,15 @@ def set_field(b: Browser, name: str, value: str) -> None:
             b.type_text(value)
 
 
-def shown(b: Browser) -> dict[str, Any]:
-    """The match count and the references of the rows on screen."""
+def shown(b: Browser, url: bool = False) -> dict[str, Any]:
+    """The match count and the references of the rows on screen; with `url`, also the
+    URL's fragment once the page has written it (200 ms after the last change)."""
     return b.eval(
-        """({
+        f"""new Promise(done => setTimeout(() => done({{
           count: +document.getElementById('count').dataset.count,
           refs: [...document.querySelectorAll('#rows button.copy')].map(e => e.dataset.ref),
           hash: location.hash,
-        })"""
+        }}), {250 if url else 0}))"""
     )
 
 
@@ -179,7 +180,7 @@ def test_filter_state_round_trips_through_the_url(browser: Browser) -> None:
     set_field(browser, "q", "jb")
     browser.eval("document.querySelector('th[data-sort=\"layer\"] button').click()")
     browser.eval("document.querySelector('th[data-sort=\"layer\"] button').click()")
-    before = shown(browser)
+    before = shown(browser, url=True)
     fragment = before["hash"]
     assert "model=gpt2-small" in fragment and "sort=layer" in fragment and "dir=desc" in fragment
     want = [
@@ -208,7 +209,7 @@ def test_filter_state_round_trips_through_the_url(browser: Browser) -> None:
     # Editing the URL (or going back) re-applies it; paging is part of the state too.
     browser.eval("location.hash = '#width=16384&page=2'")
     browser.eval("new Promise(r => setTimeout(r, 50))")
-    state = shown(browser)
+    state = shown(browser, url=True)
     assert state["count"] == len(listed("--width", "16k"))
     assert "page=2" in state["hash"]
     assert browser.eval("document.getElementById('f-model').value") == ""
@@ -250,7 +251,7 @@ def test_sorting_and_paging_work_from_the_keyboard(browser: Browser) -> None:
     assert len(tail) == (len(want) % PAGE_SIZE or PAGE_SIZE)
     # Tab from the top: the skip link, the two links to the markdown, then the filter form;
     # the skip link jumps to the results and leaves the filters (in the URL) alone.
-    hash_before = shown(browser)["hash"]
+    hash_before = shown(browser, url=True)["hash"]
     browser.eval("document.activeElement.blur(); window.scrollTo(0, 0)")
     focused = []
     for _ in range(4):
@@ -261,7 +262,7 @@ def test_sorting_and_paging_work_from_the_keyboard(browser: Browser) -> None:
     browser.eval("document.querySelector('a.skip').focus()")
     browser.key("Enter")
     assert browser.eval("document.activeElement.id") == "results-title"
-    assert shown(browser)["hash"] == hash_before
+    assert shown(browser, url=True)["hash"] == hash_before
     assert browser.page_errors() == []
 
 

@@ -136,7 +136,15 @@
     var text = p.toString();
     return text ? "#" + text : "";
   }
+  // Writing the URL costs several milliseconds (the browser updates its session history),
+  // so it waits until changes pause, and is flushed before the page is left.
+  var hashTimer = 0;
+  function scheduleHash() {
+    clearTimeout(hashTimer);
+    hashTimer = setTimeout(writeHash, 200);
+  }
   function writeHash() {
+    clearTimeout(hashTimer);
     var h = hashOf(state);
     if (h === location.hash || (h === "" && location.hash === "")) return;
     var url = location.href.replace(/#.*$/, "") + h;
@@ -389,7 +397,7 @@
     compute();
     renderTable();
     renderGrid();
-    if (!opts || !opts.fromHash) writeHash();
+    if (!opts || !opts.fromHash) scheduleHash();
     performance.measure("saereg:update", { start: t, end: performance.now() });
   }
 
@@ -489,9 +497,11 @@
     e.preventDefault();
     $("results-title").focus();
   });
+  window.addEventListener("pagehide", writeHash);
   window.addEventListener("hashchange", function () {
     if (location.hash === hashOf(state)) return;
     if (location.hash && location.hash.indexOf("=") < 0) return;  // an anchor, not filters
+    clearTimeout(hashTimer);
     state = readHash();
     syncForm();
     update({ fromHash: true });
