@@ -128,3 +128,35 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:
         return
+
+
+def load_model_docs(path: Path) -> list[dict[str, Any]]:
+    """The entries of a models table (releases/models.yaml), compiled to JSON.
+
+    The compiled copy sits beside the catalogue index, keyed by the file's path, size and
+    mtime, so the resolve path reads a small JSON file and never imports yaml. Full
+    checking is `saereg validate` (schemas/model.v1.json).
+    """
+    from .errors import ReleaseFileError
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ReleaseFileError(f"{path}: cannot read the models table: {exc.strerror}") from None
+    stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, INDEX_VERSION]
+    target = cache_dir() / "index" / f"models-v{INDEX_VERSION}.json"
+    try:
+        with target.open(encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached.get("stamp") == stamp:
+            return list(cached["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from .catalog import load_yaml
+
+    doc = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ReleaseFileError(f"{path}: a models table is a mapping with a 'models:' list")
+    _write_atomically(target, {"stamp": stamp, "models": models})
+    return models
