@@ -142,3 +142,33 @@ def derive_widths(values: dict[str, Any], model: ModelInfo) -> None:
         width = model.width(out_hook)
         if width is not None:
             values["d_out"] = width
+
+
+def hf_hooks(model_name: str, entry: Any) -> dict[str, Any]:
+    """The hub id and Hugging Face hook points of one SAE (`entry` has hook_name and
+    hook_name_out), as JSON-ready values: what `resolve` and canonical configs carry."""
+    model = get_model(model_name)
+    if model is None:
+        return {"model_hub_id": None, "hf_hook": None, "hf_hook_out": None}
+    hook = model.hf_hook(entry.hook_name)
+    out = model.hf_hook(entry.hook_name_out) if entry.hook_name_out else None
+    return {
+        "model_hub_id": model.hub_id,
+        "hf_hook": hook.to_dict() if hook else None,
+        "hf_hook_out": out.to_dict() if out else None,
+    }
+
+
+def model_matches(model_name: str, pattern: str | None) -> bool:
+    """Whether a release's model is the one `pattern` names: any alias, case-insensitively,
+    or a glob (``gemma-2-*``) over the canonical name and every alias."""
+    if pattern is None:
+        return True
+    import fnmatch
+
+    wanted = get_model(pattern)
+    info = get_model(model_name)
+    if wanted is not None:
+        return info is wanted
+    names = info.names if info is not None else (model_name,)
+    return any(fnmatch.fnmatchcase(n.lower(), pattern.lower()) for n in names)
