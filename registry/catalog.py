@@ -43,8 +43,9 @@ INHERITABLE = (
     "hook_name_out",
 )
 
-#: The models table lives beside the release files but is not a release.
-MODELS_FILE = "models.yaml"  # the same name registry/models.py reads
+#: The models table, relative to a release directory (a subfolder, so that it is never
+#: taken for a release file).
+MODELS_FILE = "models/models.yaml"
 
 #: Fields every SAE must state (in the entry or through defaults), even if only as null.
 REQUIRED_SAE_FIELDS = ("hook_name", "hook_layer", "d_sae", "context_size", "normalize_activations")
@@ -415,7 +416,7 @@ def release_files(directory: Path) -> Iterator[Path]:
     except FileNotFoundError:
         return
     for name in names:
-        if name.endswith(".yaml") and not name.startswith(".") and name != MODELS_FILE:
+        if name.endswith(".yaml") and not name.startswith("."):
             yield directory / name
 
 

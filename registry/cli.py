@@ -151,6 +151,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .models import get_model
     from .resolver import get_release
 
     rel = get_release(args.release)
@@ -164,11 +165,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         }
     )
     hooks = list(dict.fromkeys(h for _, h in hooks))
+    model = get_model(rel.model)
+    hub = model.hub_id if model is not None else None
     summary = {
         "name": rel.name,
         "format": rel.format,
         "publisher": rel.publisher,
         "model": rel.model,
+        "model_hub_id": hub,
         "repo_id": rel.repo_id,
         "base_url": rel.base_url,
         "revision": rel.revision,
@@ -187,7 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         _print_json(summary)
         return EXIT_OK
     print(f"{rel.name}  ({rel.format} format, {len(rel.saes)} SAEs)")
-    print(f"  model       {rel.model}")
+    print(f"  model       {rel.model}" + (f" ({summary['model_hub_id']})" if hub else ""))
     print(f"  publisher   {rel.publisher}")
     print(f"  location    {rel.location}")
     print(f"  revision    {rel.revision or 'not pinned'}")
@@ -212,7 +216,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import model_table
+    from .models import SHAPE_FIELDS, model_table
 
     models = list(model_table())
     if args.json:
@@ -220,15 +224,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         return EXIT_OK
     header = ("name", "hub_id", "family", "d_model", "layers", "heads", "d_head", "d_mlp")
     table = [
-        (m.name, m.hub_id, m.family)
-        + tuple(_fmt(v) for v in (m.d_model, m.n_layers, m.n_heads, m.d_head, m.d_mlp))
-        for m in models
+        (m.name, m.hub_id, m.family, *(_fmt(getattr(m, k)) for k in SHAPE_FIELDS)) for m in models
     ]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     for row in (header, *table):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print(
-        f"{len(models)} models (releases/models.yaml; --json adds aliases and sources)",
+        f"{len(models)} models (releases/models/models.yaml; --json adds aliases and sources)",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -131,7 +131,7 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_model_docs(path: Path) -> list[dict[str, Any]]:
-    """The entries of a models table (releases/models.yaml), compiled to JSON.
+    """The entries of a models table (releases/models/models.yaml), compiled to JSON.
 
     The compiled copy sits beside the catalogue index, keyed by the file's path, size and
     mtime, so the resolve path reads a small JSON file and never imports yaml. Full

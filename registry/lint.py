@@ -205,8 +205,10 @@ def validate_paths(
     tables: list[Path] = []
     for p in paths:
         targets.extend(release_files(p) if p.is_dir() else [p])
-        tables.extend(t for t in [p / MODELS_FILE if p.is_dir() else p] if t.name == MODELS_FILE)
-    targets = [t for t in targets if t.name != MODELS_FILE]
+        table = p / MODELS_FILE if p.is_dir() else p
+        if table.as_posix().endswith(MODELS_FILE):
+            tables.append(table)
+    targets = [t for t in targets if t not in tables]
     target_files = {str(t.resolve()) for t in targets}
     names: dict[str, str] = {
         name: file

@@ -16,7 +16,7 @@ from .models import ModelInfo, get_model, model_table
 from .refs import close_matches
 from .schema import Finding, ParsedFile, _humanize, read_and_check
 
-ADD_A_MODEL = "add it to releases/models.yaml (CONTRIBUTING.md, 'How to add a model')"
+ADD_A_MODEL = "add it to releases/models/models.yaml (CONTRIBUTING.md, 'How to add a model')"
 
 
 def lint_model(parsed: ParsedFile, doc: dict[str, Any]) -> None:
@@ -48,7 +48,7 @@ def lint_model(parsed: ParsedFile, doc: dict[str, Any]) -> None:
                 where,
                 f"{width_key} {listed} disagrees with {model.name}'s shape: "
                 f"{values.get(hook_key)} is {derived} wide ({model.source}); fix the release, "
-                "or the model's entry in releases/models.yaml",
+                "or the model's entry in releases/models/models.yaml",
                 "model-width",
             )
 

@@ -1,6 +1,6 @@
 """The models table: one canonical name per model, its aliases, hub id, family and shape.
 
-`releases/models.yaml` is the data (checked against `schemas/model.v1.json`). It is
+`releases/models/models.yaml` is the data (checked against `schemas/model.v1.json`). It is
 compiled to JSON once (registry/index.py), so the resolve path reads a small JSON file
 and never imports yaml. Everything that shows a model name goes through
 `canonical_model`, so a model has one name in `resolve`, `list`, `info`, the docs and
