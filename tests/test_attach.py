@@ -342,13 +342,18 @@ def test_attach_finds_layers_under_another_root_and_explains_failures() -> None:
     with saereg.attach(base, Probe("llama", "blocks.0.hook_resid_post"), mode="record") as s:
         hidden = base(ids, output_hidden_states=True).hidden_states
     _close(s.latents, hidden[1])
-    with pytest.raises(saereg.AttachError, match="mode must be one of"):
-        with saereg.attach(model, Probe("llama", "blocks.0.hook_resid_post"), mode="swap"):
-            pass
+    probe = Probe("llama", "blocks.0.hook_resid_post")
+    with (
+        pytest.raises(saereg.AttachError, match="mode must be one of"),
+        saereg.attach(model, probe, mode="swap"),
+    ):
+        pass
     gpt2 = _model("gpt2")
-    with pytest.raises(saereg.AttachError, match="cannot find module 'model.layers.0'"):
-        with saereg.attach(gpt2, Probe("llama", "blocks.0.hook_resid_post")):
-            pass
+    with (
+        pytest.raises(saereg.AttachError, match=r"cannot find module 'model\.layers\.0'"),
+        saereg.attach(gpt2, probe),
+    ):
+        pass
 
 
 def test_attach_falls_back_to_the_model_table_for_old_configs() -> None:
