@@ -366,3 +366,80 @@ def test_attach_falls_back_to_the_model_table_for_old_configs() -> None:
     with torch.no_grad(), saereg.attach(model, probe, mode="record") as seen:
         hidden = model(ids, output_hidden_states=True).hidden_states
     _close(seen.latents, hidden[1])
+
+
+# --------------------------------------------------------------------------- TransformerLens
+
+
+def _hook_point() -> torch.nn.Module:
+    """TransformerLens' own HookPoint where it is installed; else the same interface (an
+    identity module whose forward hooks see, and may replace, the activation)."""
+    try:
+        from transformer_lens.hook_points import HookPoint
+    except ImportError:
+        return torch.nn.Identity()
+    return HookPoint()
+
+
+class TinyHooked(torch.nn.Module):
+    """A stand-in for a TransformerLens `HookedTransformer`: named hook points in
+    `hook_dict`, hook_z shaped [batch, pos, n_heads, d_head] as TransformerLens has it.
+    (TransformerLens 4 removed HookedTransformer(config); its TransformerBridge needs a
+    hub checkpoint, so the suite does not build one offline.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(VOCAB, D)
+        self.W_V = torch.nn.Linear(D, HEADS * D_HEAD)
+        self.W_O = torch.nn.Linear(HEADS * D_HEAD, D)
+        self.unembed = torch.nn.Linear(D, VOCAB)
+        names = ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z", "blocks.0.hook_resid_post"]
+        self.points = torch.nn.ModuleDict({n.replace(".", "_"): _hook_point() for n in names})
+        self.hook_dict = {n: self.points[n.replace(".", "_")] for n in names}
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.hook_dict
+        resid = h["blocks.0.hook_resid_pre"](self.embed(ids))
+        v = self.W_V(resid).unflatten(-1, (HEADS, D_HEAD))
+        weights = torch.ones(ids.shape[1], ids.shape[1]).tril()
+        z = h["blocks.0.attn.hook_z"](torch.einsum("qk,bkhd->bqhd", weights / weights.sum(1), v))
+        resid = h["blocks.0.hook_resid_post"](resid + self.W_O(z.flatten(-2)))
+        return self.unembed(resid)
+
+
+def test_transformer_lens_hook_points_and_hook_z_heads() -> None:
+    """`attach` goes through the hook points by TransformerLens name, and a hook_z SAE
+    reads the [batch, pos, n_heads, d_head] activation flattened, writing it back whole."""
+    model = TinyHooked().eval()
+    ids = torch.randint(0, VOCAB, (2, 6))
+    with torch.no_grad():
+        clean = model(ids)
+        resid = model.embed(ids)
+        v = model.W_V(resid).unflatten(-1, (HEADS, D_HEAD))
+        causal = torch.ones(6, 6).tril()
+        z = torch.einsum("qk,bkhd->bqhd", causal / causal.sum(1), v)
+        expected = {
+            "blocks.0.attn.hook_z": z.flatten(-2),
+            "blocks.0.hook_resid_post": resid + model.W_O(z.flatten(-2)),
+        }
+        for hook, want in expected.items():
+            reshape = "hook_z" if hook.endswith("hook_z") else "none"
+            width = want.shape[-1]
+            sae = _sae(width, hook, "gpt2", identity=False, reshape=reshape)
+            with saereg.attach(model, sae, mode="record") as seen:
+                model(ids)
+            torch.testing.assert_close(seen.latents, sae.encode(want))
+            with saereg.attach(model, sae, mode="error"):
+                assert torch.equal(model(ids), clean)
+            with saereg.attach(model, sae, mode="replace"):
+                assert not torch.allclose(model(ids), clean)
+            ident = _sae(width, hook, "gpt2", identity=True, reshape=reshape)
+            with saereg.attach(model, ident, mode="replace"):
+                _close(model(ids), clean)
+        missing = _sae(D, "blocks.0.hook_resid_poste", "gpt2", identity=True)
+        with (
+            pytest.raises(saereg.AttachError, match=r"Did you mean: blocks\.0\.hook_resid_post"),
+            saereg.attach(model, missing),
+        ):
+            pass
