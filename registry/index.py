@@ -8,6 +8,7 @@ files it was built from (name, size, mtime) and is rebuilt only when one changes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -144,7 +145,8 @@ def load_model_docs(path: Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise ReleaseFileError(f"{path}: cannot read the models table: {exc.strerror}") from None
     stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, INDEX_VERSION]
-    target = cache_dir() / "index" / f"models-v{INDEX_VERSION}.json"
+    digest = hashlib.sha256(stamp[0].encode()).hexdigest()[:16]
+    target = cache_dir() / "index" / f"models-v{INDEX_VERSION}-{digest}.json"
     try:
         with target.open(encoding="utf-8") as fh:
             cached = json.load(fh)

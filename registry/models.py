@@ -118,9 +118,31 @@ def model_table() -> ModelTable:
     return ModelTable.build([ModelInfo.from_dict(d) for d in load_model_docs(models_file())])
 
 
+@lru_cache(maxsize=1)
+def extra_model_table() -> ModelTable:
+    """Models tables shipped beside releases outside saereg (`SAEREG_RELEASES`
+    directories, plugins' release directories), for models the built-in table lacks.
+    Read only when a name is not in the built-in table, so resolving a built-in release
+    never loads plugins."""
+    from .catalog import MODELS_FILE, builtin_release_dir
+    from .index import load_model_docs
+    from .resolver import release_dirs
+
+    builtin = builtin_release_dir().resolve()
+    models = []
+    for directory in release_dirs():
+        table = directory / MODELS_FILE
+        if directory.resolve() != builtin and table.is_file():
+            models += [ModelInfo.from_dict(d) for d in load_model_docs(table)]
+    return ModelTable.build(models)
+
+
 def get_model(name: str | None) -> ModelInfo | None:
-    """The model any alias (case-insensitive) names, or None if the table has none."""
-    return model_table().get(name)
+    """The model any alias (case-insensitive) names, or None if no table has it."""
+    found = model_table().get(name)
+    if found is None and name:
+        found = extra_model_table().get(name)
+    return found
 
 
 def canonical_model(name: str) -> str:
