@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import builtin_release_dir, read_releases, release_files
+from .catalog import MODELS_FILE, builtin_release_dir, read_releases, release_files
 from .settings import cache_dir
 
 INDEX_VERSION = 1
@@ -68,6 +68,11 @@ def _fingerprint(dirs: Sequence[Path]) -> list[list[Any]]:
         for path in release_files(d):
             st = path.stat()
             fp.append([str(path), st.st_size, st.st_mtime_ns])
+    # Rows hold canonical model names and derived widths: the models tables count too.
+    for table in dict.fromkeys(d / MODELS_FILE for d in [builtin_release_dir(), *dirs]):
+        if table.is_file():
+            st = table.stat()
+            fp.append([str(table), st.st_size, st.st_mtime_ns])
     return fp
 
 
