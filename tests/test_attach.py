@@ -10,6 +10,7 @@ evaluated with the model's own weights on the other sites' values.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from types import SimpleNamespace
 from typing import Any
 
@@ -107,15 +108,20 @@ class Probe:
 
 
 def _seen(model: Any, family: str, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every site of layer 0 (and the embeddings), as `attach` sees it."""
-    out = {}
-    for site in LAYOUTS[family]:
-        name = TL_NAME[site].replace("{L}", "0")
-        with saereg.attach(model, Probe(family, name), mode="record") as seen, torch.no_grad():
-            model(ids)
-        assert seen.calls == 1 and seen.latents is not None
-        out[site] = seen.latents
-    return out
+    """Every site of layer 0 (and the embeddings), as `attach` sees it (one forward pass,
+    every probe attached at once)."""
+    with ExitStack() as stack, torch.no_grad():
+        seen = {
+            site: stack.enter_context(
+                saereg.attach(
+                    model, Probe(family, TL_NAME[site].replace("{L}", "0")), mode="record"
+                )
+            )
+            for site in LAYOUTS[family]
+        }
+        model(ids)
+    assert all(s.calls == 1 and s.latents is not None for s in seen.values())
+    return {site: s.latents for site, s in seen.items()}
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> None:
