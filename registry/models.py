@@ -118,30 +118,37 @@ def model_table() -> ModelTable:
     return ModelTable.build([ModelInfo.from_dict(d) for d in load_model_docs(models_file())])
 
 
-@lru_cache(maxsize=1)
-def extra_model_table() -> ModelTable:
+@lru_cache(maxsize=8)
+def extra_model_table(tables: tuple[Path, ...]) -> ModelTable:
     """Models tables shipped beside releases outside saereg (`SAEREG_RELEASES`
-    directories, plugins' release directories), for models the built-in table lacks.
-    Read only when a name is not in the built-in table, so resolving a built-in release
-    never loads plugins."""
-    from .catalog import MODELS_FILE, builtin_release_dir
+    directories, plugins' release directories), for models the built-in table lacks."""
     from .index import load_model_docs
+
+    return ModelTable.build(
+        [ModelInfo.from_dict(d) for table in tables for d in load_model_docs(table)]
+    )
+
+
+def _extra_tables() -> tuple[Path, ...]:
+    from .catalog import MODELS_FILE, builtin_release_dir
     from .resolver import release_dirs
 
     builtin = builtin_release_dir().resolve()
-    models = []
-    for directory in release_dirs():
-        table = directory / MODELS_FILE
-        if directory.resolve() != builtin and table.is_file():
-            models += [ModelInfo.from_dict(d) for d in load_model_docs(table)]
-    return ModelTable.build(models)
+    return tuple(
+        d / MODELS_FILE
+        for d in release_dirs()
+        if d.resolve() != builtin and (d / MODELS_FILE).is_file()
+    )
 
 
 def get_model(name: str | None) -> ModelInfo | None:
-    """The model any alias (case-insensitive) names, or None if no table has it."""
+    """The model any alias (case-insensitive) names, or None if no table has it.
+
+    Other release directories' tables are read only when the built-in table lacks the
+    name, so resolving a built-in release never loads plugins."""
     found = model_table().get(name)
     if found is None and name:
-        found = extra_model_table().get(name)
+        found = extra_model_table(_extra_tables()).get(name)
     return found
 
 

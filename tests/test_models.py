@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from saereg.hooks import hf_hook, site_of, tl_hook_name
 from saereg.models import canonical_model, get_model, model_table
 from saereg.resolver import list_saes, resolve
 
-from .conftest import run_saereg
+from .conftest import run_saereg, write
 
 
 def _raw_entries() -> list[tuple[str, str, dict]]:
@@ -101,8 +102,13 @@ def test_gemma_scope_2_published_module_paths_agree_with_the_translation(
             continue
         hook = get_model(model_name).hf_hook(sae["hook_name"])
         assert hook is not None, (release, sae["id"])
-        # Gemma Scope 2 writes MODULE.SIDE; Qwen Scope writes the module (its output)
-        assert published in (hook.name, hook.module if hook.side == "output" else None), (
+        # Gemma Scope 2 writes MODULE.SIDE; Qwen Scope and sparsify write the module (its
+        # output), sparsify relative to the base model ("layers.5.mlp")
+        module, _, side = published.rpartition(".")
+        if side not in ("input", "output"):
+            module, side = published, "output"
+        assert side == hook.side, (release, sae["id"], published, hook)
+        assert hook.module == module or hook.module.endswith("." + module), (
             release,
             sae["id"],
             published,
@@ -208,3 +214,36 @@ def test_resolve_imports_neither_yaml_nor_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # warm
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.split() == ["768", "False", "False"]
+
+
+def test_derived_width_is_checked_against_the_files_and_configs_carry_the_model(
+    hubenv: Any,
+) -> None:
+    """A derived d_in is held to the files like a listed one; a release directory's own
+    models table gives configs the canonical name, hub id and hf_hook."""
+    import saereg
+
+    from .publishers import release_yaml, saelens_folder
+
+    files, _ = saelens_folder("sae", d_in=8)
+    hubenv.hub.add_commit("org/saes", files)
+    hook = {"hook_name": "blocks.3.hook_resid_pre", "hook_layer": 3}
+    saes = [{"id": "sae", "path": "sae", **hook}]
+    hubenv.add_release(
+        "wide", release_yaml("wide", "saelens", saes, repo_id="org/saes", model="gpt2")
+    )
+    with pytest.raises(saereg.SaeregError, match="d_in=768 but the files hold d_in=8"):
+        saereg.load_sae("wide/sae")
+    table = (
+        "schema: 1\nmodels:\n  - {name: tiny-lm, hub_id: org/Tiny-LM, family: llama, "
+        "d_model: 8, n_layers: 4, n_heads: 2, d_head: 4, d_mlp: 16, "
+        "source: 'https://huggingface.co/org/Tiny-LM/blob/main/config.json'}\n"
+    )
+    write(hubenv.releases / "models" / "models.yaml", table)
+    hubenv.add_release(
+        "tiny", release_yaml("tiny", "saelens", saes, repo_id="org/saes", model="org/tiny-lm")
+    )
+    assert resolve("tiny/sae").d_in == 8
+    cfg = saereg.load_config("tiny/sae")
+    assert (cfg.model, cfg.model_hub_id) == ("tiny-lm", "org/Tiny-LM")
+    assert cfg.hf_hook == {"module": "model.layers.3", "side": "input"}
