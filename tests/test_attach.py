@@ -449,3 +449,37 @@ def test_transformer_lens_hook_points_and_hook_z_heads() -> None:
             saereg.attach(model, missing),
         ):
             pass
+
+
+def test_multimodal_gemma3_finds_the_language_model_layers() -> None:
+    """Gemma 3 4b/12b/27b checkpoints nest the text layers under model.language_model,
+    beside a vision tower with layers of its own; Gemma Scope 2 names them model.layers.N."""
+    t = transformers
+    text = _config("gemma3")
+    vision = t.SiglipVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    cfg = t.Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        image_token_index=VOCAB - 1,
+        boi_token_index=VOCAB - 2,
+        eoi_token_index=VOCAB - 3,
+    )
+    cfg._attn_implementation = "eager"
+    model = t.Gemma3ForConditionalGeneration(cfg).eval()
+    ids = torch.randint(0, VOCAB - 4, (1, 5))
+    with ExitStack() as stack, torch.no_grad():
+        post, z = (
+            stack.enter_context(saereg.attach(model, Probe("gemma3", hook), mode="record"))
+            for hook in ("blocks.0.hook_resid_post", "blocks.0.attn.hook_z")
+        )
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    _close(post.latents, hidden[1])
+    assert z.latents.shape[-1] == HEADS * D_HEAD
