@@ -53,7 +53,8 @@ _SITE_PATTERNS = (
 
 
 def _model_label(release: Release) -> str:
-    """The model name rows are filtered and grouped by (the one place to change it)."""
+    """The model name rows are filtered and grouped by: the canonical name from the models
+    table (the catalogue already reads every alias as it), so one model is one chip."""
     return release.model
 
 

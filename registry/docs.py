@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .catalog import Release, SAEEntry
+from .models import get_model
 
 UNKNOWN = "unknown"
 NEURONPEDIA = "https://www.neuronpedia.org/"
@@ -130,16 +131,17 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
         "[pretrained_saes.md](pretrained_saes.md); filter and sort it in "
         "[catalogue.html](catalogue.html).",
         "",
-        "| Model | Releases | Total SAEs |",
-        "|:--|:--|--:|",
+        "| Model | Hub | Shape | Releases | Total SAEs |",
+        "|:--|:--|:--|:--|--:|",
     ]
     for model in models:
         rels = by_model[model]
         names = ", ".join(
             f"[{r.name}](models/{model_slug(model)}.md#{_anchor(r.name)})" for r in rels
         )
+        hub, shape = _model_cells(model)
         index.append(
-            f"| [{model}](models/{model_slug(model)}.md) | {names} | "
+            f"| [{model}](models/{model_slug(model)}.md) | {hub} | {shape} | {names} | "
             f"{sum(len(r.saes) for r in rels)} |"
         )
     pages["index.md"] = "\n".join(index) + "\n"
@@ -155,12 +157,28 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
             "[All models](../index.md) · [whole catalogue](../pretrained_saes.md).",
             "",
         ]
+        info = get_model(model)
+        if info is not None:
+            body += [
+                f"- **Hugging Face**: [{info.hub_id}]({info.hub_url}) · **family**: "
+                f"{info.family} · **shape**: {info.shape_text()} "
+                f"([config.json]({info.source}))",
+                "",
+            ]
         body += [release_section(rel) for rel in rels]
         pages[f"models/{model_slug(model)}.md"] = "\n".join(body)
     from .catalogue_page import PAGE, render  # imported here: that module imports this one
 
     pages[PAGE] = render(rel for model in models for rel in by_model[model])
     return pages
+
+
+def _model_cells(name: str) -> tuple[str, str]:
+    """The hub link and shape of a model for the index table (unknown: shown as such)."""
+    info = get_model(name)
+    if info is None:
+        return UNKNOWN, UNKNOWN
+    return f"[{info.hub_id}]({info.hub_url})", info.shape_text()
 
 
 def _anchor(heading: str) -> str:

@@ -81,6 +81,7 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
     )
     assert resolved.returncode == 0, resolved.stderr
     assert "neuronpedia         gpt2-small/8-res-jb" in resolved.stdout
+    assert "d_in                768" in resolved.stdout  # the models table ships too
     validated = subprocess.run(
         [str(saereg_cli), "validate", "--no-hints"],
         capture_output=True,
