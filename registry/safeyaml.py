@@ -14,14 +14,7 @@ from __future__ import annotations
 import codecs
 from typing import Any
 
-import yaml
-
 from .errors import ReleaseFileError
-
-try:  # libyaml is ~10x faster; fall back to the pure-Python loader where it is missing.
-    Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    Loader = yaml.SafeLoader
 
 #: Release files nest 5 levels deep (release → saes → entry → sha256 → value).
 MAX_DEPTH = 32
@@ -66,6 +59,12 @@ def decode(data: bytes, where: str) -> str:
     return text
 
 
+def _loader() -> type:
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster
+
+
 def _fail(where: str, mark: Any, message: str) -> ReleaseFileError:
     line = f":{mark.line + 1}" if mark is not None else ""
     return ReleaseFileError(f"{where}{line}: {message}")
@@ -77,10 +76,12 @@ def check_structure(text: str, where: str) -> None:
     Works on the parser's event stream, so nothing is built and no recursion happens.
     Raises ReleaseFileError (with the line) for these and for malformed YAML.
     """
+    import yaml  # imported on first use: the resolve path reads compiled JSON only
+
     # One frame per open collection: [is_mapping, expecting_a_key, {key: line}].
     stack: list[list[Any]] = []
     try:
-        for event in yaml.parse(text, Loader=Loader):
+        for event in yaml.parse(text, Loader=_loader()):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise _fail(
                     where,
@@ -127,9 +128,11 @@ def check_structure(text: str, where: str) -> None:
 
 def load(text: str, where: str) -> Any:
     """Parse one YAML document after `check_structure` has passed."""
+    import yaml
+
     check_structure(text, where)
     try:
-        return yaml.load(text, Loader=Loader)
+        return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
