@@ -8,7 +8,6 @@ Every problem is reported, not just the first.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,22 +61,6 @@ class ValidationResult:
             f"{len(self.hints)} hints"
         )
         return "\n".join(lines)
-
-
-def check_relative(path: str) -> str | None:
-    """Why `path` could escape its repository, or None if it is a safe relative path."""
-    if path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
-        return "is absolute; paths are relative to the repository"
-    if "://" in path:
-        return "is a URL; paths are relative to the repository (or base_url)"
-    if "\\" in path:
-        return "contains a backslash; use '/' between folders"
-    parts = path.split("/")
-    if ".." in parts:
-        return "contains '..'; a path must stay inside its repository"
-    if any(p in ("", ".") for p in parts[:-1]) or path.endswith("/."):
-        return "contains an empty or '.' segment"
-    return None
 
 
 def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]) -> None:

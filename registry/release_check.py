@@ -30,10 +30,24 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 SHOWN = 3
 
 
+def check_relative(path: str) -> str | None:
+    """Why `path` could escape its repository, or None if it is a safe relative path."""
+    if path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
+        return "is absolute; paths are relative to the repository"
+    if "://" in path:
+        return "is a URL; paths are relative to the repository (or base_url)"
+    if "\\" in path:
+        return "contains a backslash; use '/' between folders"
+    parts = path.split("/")
+    if ".." in parts:
+        return "contains '..'; a path must stay inside its repository"
+    if any(p in ("", ".") for p in parts[:-1]) or path.endswith("/."):
+        return "contains an empty or '.' segment"
+    return None
+
+
 def unsafe_path(path: Any) -> str | None:
     """Why `path` is not a safe relative path inside a repository, or None."""
-    from .lint import check_relative
-
     if not isinstance(path, str) or not path:
         return "is not a non-empty string"
     decoded = unquote(path)
