@@ -46,10 +46,16 @@ def check_relative(path: str) -> str | None:
     return None
 
 
+#: Segments of plain characters, none starting with '.': safe without further checks.
+_PLAIN_PATH = re.compile(r"^(?:[\w+=,@-][\w.+=,@-]*/)*[\w+=,@-][\w.+=,@-]*/?$", re.ASCII)
+
+
 def unsafe_path(path: Any) -> str | None:
     """Why `path` is not a safe relative path inside a repository, or None."""
     if not isinstance(path, str) or not path:
         return "is not a non-empty string"
+    if _PLAIN_PATH.match(path):  # the common case, ~10x cheaper than the checks below
+        return None
     decoded = unquote(path)
     for candidate in dict.fromkeys((path, decoded)):
         why = check_relative(candidate)
