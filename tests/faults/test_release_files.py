@@ -281,3 +281,33 @@ def test_yaml_hazards_are_named_with_their_lines(tmp_path) -> None:
             message = str(exc)
         score.check(expected, expected in message, message)
     score.done()
+
+
+MODEL_TABLES = {
+    "utf-16": "schema: 1\nmodels: []\n".encode("utf-16"),
+    "models an int": b"schema: 1\nmodels: 5\n",
+    "d_model text": b"schema: 1\nmodels:\n- {name: my-model, family: gpt2, d_model: x}\n",
+    "name a list": b"schema: 1\nmodels:\n- {name: [1], family: gpt2}\n",
+    "no name": b"schema: 1\nmodels:\n- {d_model: 5}\n",
+    "alias bomb": ("schema: 1\n" + _bomb() + "models: []\n").encode(),
+    "duplicate key": b"schema: 1\nmodels: []\nmodels: []\n",
+    "shadows a built-in model": b"schema: 1\nmodels:\n- {name: gpt2-small, d_model: 3}\n",
+}
+
+
+def test_bad_models_tables_beside_extra_releases(tmp_path, monkeypatch) -> None:
+    score = Score("release files")
+    for i, (what, data) in enumerate(MODEL_TABLES.items()):
+        directory = tmp_path / f"m{i}"
+        (directory / "models").mkdir(parents=True)
+        (directory / "models" / "models.yaml").write_bytes(data)
+        text = GOOD.format(name="extra").replace("model: test-model", "model: my-model")
+        (directory / "extra.yaml").write_text(text, encoding="utf-8")
+        monkeypatch.setenv("SAEREG_RELEASES", str(directory))
+        score.cli(f"models table {what}: list", "list", "--release", "extra", codes=(0, 1))
+        score.cli(f"models table {what}: resolve", "resolve", "extra/sae", codes=(0, 1))
+        result = score.cli(f"models table {what}: gpt2", "resolve", "gpt2-small/8-res-jb", "--json",
+                           codes=(0,))  # fmt: skip
+        shape = json.loads(result.out or "{}").get("d_in")
+        score.check(f"models table {what}: built-in shapes kept", shape == 768, str(shape))
+    score.done()
