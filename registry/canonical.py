@@ -13,7 +13,8 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -151,7 +152,8 @@ def write_safetensors(
     header, order = encode_header(described, metadata)
     hasher = hashlib.sha256() if digest else None
     bar = _progress_bar(sum(size for _, size in order), f"converting {path.name}", progress)
-    with bar, atomic_path(path) as tmp, tmp.open("wb") as fh:
+    pool = ThreadPoolExecutor(1) if digest else None
+    with bar, atomic_path(path) as tmp, tmp.open("wb") as fh, pool or nullcontext():
         fh.write(header)
         for name, size in order:
             value = tensors[name]
@@ -165,9 +167,11 @@ def write_safetensors(
             data = _as_bytes(value)
             if data.nbytes != size:
                 raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
+            # Hash (in a thread: hashlib releases the GIL) while the same bytes are written.
+            hashed = pool.submit(hasher.update, data) if pool and hasher else None
             fh.write(data)
-            if hasher is not None:
-                hasher.update(data)
+            if hashed is not None:
+                hashed.result()
             bar.update(size)
             del value, data
         if hasher is not None:
