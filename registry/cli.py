@@ -837,8 +837,7 @@ def _warnings_as_lines(prefix: str) -> Iterator[None]:
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
         print(f"{prefix}: warning: {one_line(str(message))}", file=sys.stderr)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # the filters stay as they are; only the printing changes
         warnings.showwarning = show
         yield
 
