@@ -44,13 +44,9 @@ class NormState:
 def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if name is None or isinstance(name, torch.dtype):
         return name
-    key = str(name).removeprefix("torch.")
-    try:
-        return getattr(torch, key)
-    except AttributeError:
-        raise ValueError(
-            f"unknown dtype {name!r}; use float32, float16, bfloat16 or float64"
-        ) from None
+    from .arguments import check_dtype
+
+    return check_dtype(name)
 
 
 class SAE(nn.Module):
@@ -105,11 +101,12 @@ class SAE(nn.Module):
         """Load a canonical file straight onto `device`, cast to `dtype` if given."""
         from safetensors.torch import load_file
 
+        from .arguments import check_device
         from .canonical import read_config
 
         path = Path(path)
         cfg = read_config(path)
-        device = torch.device(device)
+        device = check_device(device)
         if device.type == "meta":
             header, _ = read_header(path)
             tensors = {
