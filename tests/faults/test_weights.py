@@ -390,6 +390,16 @@ def test_bad_load_arguments_fail_before_any_download(hubenv, tmp_path, monkeypat
     score.check("nothing downloaded", len(hubenv.hub.requests) == before)
     sae = saereg.load_sae("args/g", dtype="bf16", quiet=True)
     score.check("a good dtype alias still works", sae.W_enc.dtype == torch.bfloat16)
+    [path] = [p for p in _canonical_files(hubenv) if p.suffix == ".safetensors"]
+    for kwargs in ({"dtype": "int7"}, {"dtype": torch.int64}, {"device": "cuda:3"}):
+        try:
+            saereg.SAE.load(path, **kwargs)
+            ok, detail = False, "accepted"
+        except SaeregError as exc:
+            ok, detail = True, str(exc)
+        score.check(f"SAE.load({kwargs})", ok, detail)
+    result = score.cli("fetch --verify of a sound file", "fetch", "args/g", "--verify", codes=(0,))
+    score.check("fetch --verify of a sound file says nothing", not result.err.strip(), result.err)
     a_file = tmp_path / "file"
     a_file.write_text("x", encoding="utf-8")
     for what, out in {
