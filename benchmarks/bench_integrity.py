@@ -13,23 +13,11 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-
-def median_s(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+from bench_registry import median_seconds  # run as a script: benchmarks/ is on sys.path
 
 
 def main() -> None:
@@ -72,15 +60,15 @@ def main() -> None:
     cfg = SAEConfig.from_dict(values, "bench")
     with tempfile.TemporaryDirectory() as tmp:
         plain, digested = Path(tmp) / "plain.safetensors", Path(tmp) / "digest.safetensors"
-        write_plain = median_s(
+        write_plain = median_seconds(
             lambda: write_safetensors(plain, tensors, {METADATA_KEY: cfg.to_json()}), args.runs
         )
-        write_digest = median_s(lambda: write_canonical(digested, cfg, tensors), args.runs)
-        header = median_s(lambda: read_header(digested), args.runs * 20)
+        write_digest = median_seconds(lambda: write_canonical(digested, cfg, tensors), args.runs)
+        header = median_seconds(lambda: read_header(digested), args.runs * 20)
         expect = Expected("bench", "x", "r")
-        identity = median_s(lambda: verify_canonical(digested, expect), args.runs * 20)
-        read_all = median_s(lambda: load_file(str(digested)), args.runs)
-        deep = median_s(lambda: verify_canonical(digested, expect, deep=True), args.runs)
+        identity = median_seconds(lambda: verify_canonical(digested, expect), args.runs * 20)
+        read_all = median_seconds(lambda: load_file(str(digested)), args.runs)
+        deep = median_seconds(lambda: verify_canonical(digested, expect, deep=True), args.runs)
     print(f"{size_mb:.0f} MB of float32 tensors, median of {args.runs} runs")
     print(
         f"1. write with digest {write_digest:.3f} s vs without {write_plain:.3f} s: "
