@@ -40,6 +40,9 @@ TIMEOUT_ENV = "SAEREG_TIMEOUT"
 DEFAULT_TIMEOUT = 5.0
 #: Hosts that answered recently (base URL → monotonic time), so they are probed once.
 _ANSWERED: dict[str, float] = {}
+#: Hosts that timed out (base URL → (monotonic time, reason)): the next files of the same
+#: load fail at once instead of waiting out the timeout again.
+_UNANSWERED: dict[str, tuple[float, str]] = {}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CHUNK = 1 << 20
 
@@ -120,6 +123,9 @@ def check_reachable(url: str, what: str) -> None:
     now = time.monotonic()
     if now - _ANSWERED.get(base, -1e9) < 300:
         return
+    failed_at, reason = _UNANSWERED.get(base, (-1e9, ""))
+    if now - failed_at < 30:
+        raise FetchError(_unreachable(parts.netloc, what, reason))
     timeout = net_timeout()
     try:
         requests.head(base + "/", timeout=(timeout, timeout), allow_redirects=False).close()
@@ -129,6 +135,7 @@ def check_reachable(url: str, what: str) -> None:
             if isinstance(exc, requests.ConnectTimeout)
             else f"it accepted the connection but did not answer within {timeout:g} s"
         )
+        _UNANSWERED[base] = (time.monotonic(), reason)  # (a refusal costs nothing to retry)
         raise FetchError(_unreachable(parts.netloc, what, reason)) from None
     except requests.RequestException as exc:
         text = str(exc).lower()
@@ -141,6 +148,7 @@ def check_reachable(url: str, what: str) -> None:
         )
         raise FetchError(_unreachable(parts.netloc, what, reason)) from None
     _ANSWERED[base] = time.monotonic()
+    _UNANSWERED.pop(base, None)
 
 
 def _unreachable(host: str, what: str, reason: str) -> str:
