@@ -126,11 +126,13 @@ def check_structure(text: str, where: str) -> None:
         ) from None
 
 
-def load(text: str, where: str) -> Any:
-    """Parse one YAML document after `check_structure` has passed."""
+def load(text: str, where: str, *, scan: bool = True) -> Any:
+    """Parse one YAML document after `check_structure` has passed (`scan=False` skips it,
+    for files shipped with saereg: `saereg validate` checks those in CI)."""
     import yaml
 
-    check_structure(text, where)
+    if scan:
+        check_structure(text, where)
     try:
         return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as exc:
