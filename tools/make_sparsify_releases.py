@@ -85,6 +85,8 @@ RELEASES: list[dict[str, Any]] = [
         "defaults": {"d_in": 4096, "d_sae": 262144},
         "dataset": "togethercomputer/RedPajama-Data-V2",
         "hookpoints": ["layers.23", "layers.23.mlp", "layers.29", "layers.29.mlp"],
+        # the head of main when its tree was read (also in its README's raw URL)
+        "revision": "cca69a815bf3e8ce60f3ed19d197cd6e4e3662cc",
         "k": {"layers.29.mlp": 32},
     },
 ]  # fmt: skip
@@ -112,7 +114,7 @@ def release(spec: dict[str, Any]) -> dict[str, Any]:
         "model": spec["model"],
         "description": spec["description"],
         "repo_id": f"EleutherAI/{spec['repo']}",
-        "revision": None,
+        "revision": spec.get("revision"),
         "license": "mit",
         "links": {"model": f"https://huggingface.co/{spec['model']}", "code": CODE},
         "defaults": {
