@@ -20,15 +20,15 @@ the SAE reads (a transcoder reads the module's input and predicts its output).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.hookspecs import Format, hookimpl
 
-from ._common import parse_width
+from ._common import FolderFormat, parse_width
 from ._tensors import as_float32, read_json, safetensors_arrays, transposed
 
 CFG = "cfg.json"
@@ -82,9 +82,12 @@ def _is_transcoder_release(release: Release, entry: SAEEntry) -> bool:
     return "transcoder" in f"{release.name} {release.repo_id or ''}".lower()
 
 
-class SparsifyFormat(Format):
+class SparsifyFormat(FolderFormat):
+    """One folder per hookpoint: ``discover`` finds them in a repository listing."""
+
     name = "sparsify"
     summary = "EleutherAI sparsify ({hookpoint}/cfg.json + sae.safetensors; TopK, transcoders)"
+    config_file, weights_file = CFG, WEIGHTS
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         out = hookpoint_hooks(entry.path, _is_transcoder_release(release, entry))
@@ -93,20 +96,6 @@ class SparsifyFormat(Format):
         if match:
             out["d_sae"] = parse_width(match.group(1))
         return out
-
-    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
-        """Every folder holding both cfg.json and sae.safetensors (one per hookpoint)."""
-        files = set(listing)
-        folders = sorted(
-            p[: -len(CFG) - 1]
-            for p in files
-            if p.endswith(f"/{CFG}") and p[: -len(CFG)] + WEIGHTS in files
-        )
-        return [{"id": f, "path": f} for f in folders]
-
-    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
-        folder = entry.path.rstrip("/")
-        return [RemoteFile(f"{folder}/{CFG}"), RemoteFile(f"{folder}/{WEIGHTS}", weights=True)]
 
     def config_only(
         self,

@@ -15,27 +15,15 @@ from saereg.errors import SaeregError
 from saereg.loading import load_config
 
 from .layouts import dictionary_learning as dl
-from .layouts._serve import serve
+from .layouts._serve import close, compare, serve
 
 CASES = {case.name: case for case in dl.CASES}
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
-    torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_class_matches_the_publisher(hubenv, name: str) -> None:
     case = CASES[name]
-    sae = saereg.load_sae(serve(hubenv, case))
-    x = torch.randn(*case.input_shape, generator=torch.Generator().manual_seed(7))
-    ref = case.reference(x)
-    f = sae.encode(x)
-    _close(f, ref.encode, case.atol)
-    _close(sae.decode(f), ref.decode, case.atol)
-    _close(sae(x), ref.forward, case.atol)
-    assert case.check is not None
-    case.check(sae)
+    compare(saereg.load_sae(serve(hubenv, case)), case, seed=7)
 
 
 def test_negative_thresholds_are_exact(hubenv) -> None:
@@ -45,7 +33,7 @@ def test_negative_thresholds_are_exact(hubenv) -> None:
     x = torch.randn(64, dl.D_IN, generator=torch.Generator().manual_seed(1))
     f = sae.encode(x)
     assert (f >= 0).all() and (sae.pre_activations(x) < 0).any()
-    _close(f, case.reference(x).encode, case.atol)
+    close(f, case.reference(x).encode, case.atol)
 
 
 def test_matryoshka_nested_widths(hubenv) -> None:
@@ -57,8 +45,8 @@ def test_matryoshka_nested_widths(hubenv) -> None:
     for width in (8, 20):
         f = sae.encode(x, width=width)
         assert f.shape == (5, width)
-        _close(f, full[:, :width], case.atol)
-        _close(sae.decode(f), full[:, :width] @ sae.W_dec[:width] + sae.b_dec, case.atol)
+        close(f, full[:, :width], case.atol)
+        close(sae.decode(f), full[:, :width] @ sae.W_dec[:width] + sae.b_dec, case.atol)
     with pytest.raises(ValueError, match="nested widths"):
         sae.encode(x, width=10)
 
@@ -86,7 +74,7 @@ def test_wrapped_training_checkpoint(hubenv) -> None:
     wrapped = type(case)(**{**case.__dict__, "files": files, "name": "wrapped"})
     sae = saereg.load_sae(serve(hubenv, wrapped))
     x = torch.randn(5, dl.D_IN, generator=torch.Generator().manual_seed(3))
-    _close(sae(x), case.reference(x).forward, case.atol)
+    close(sae(x), case.reference(x).forward, case.atol)
 
 
 # --------------------------------------------------------------------------- bad files

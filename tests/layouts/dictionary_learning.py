@@ -216,15 +216,12 @@ def jumprelu() -> LayoutCase:
         pre = x @ s["W_enc"] + s["b_enc"]  # apply_b_dec_to_input is False
         return torch.relu(pre * (pre > s["threshold"]))
 
-    def decode(f: torch.Tensor) -> torch.Tensor:
-        return f @ s["W_dec"] + s["b_dec"]
-
     return _case(
         "JumpReluAutoEncoder",
         "JumpReluAutoEncoder",
         "JumpReluTrainer",
         s,
-        _ref(encode, decode),
+        _ref(encode, _param_decode(s)),
         _checker("jumprelu", False),
         bandwidth=0.001,
         target_l0=20,
@@ -245,6 +242,11 @@ def _topk_state(seed: int, threshold: float, dtype: torch.dtype = torch.float32)
 
 def _linear_decode(s: dict) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda f: _linear(f, s["decoder.weight"]) + s["b_dec"].float()
+
+
+def _param_decode(s: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Classes holding W_dec [F, d] as a plain parameter."""
+    return lambda f: f @ s["W_dec"] + s["b_dec"]
 
 
 def _post_relu(s: dict, x: torch.Tensor) -> torch.Tensor:
@@ -309,15 +311,12 @@ def matryoshka() -> LayoutCase:
         z = torch.relu((x - s["b_dec"]) @ s["W_enc"] + s["b_enc"])
         return z * (z > s["threshold"])  # every group active at inference
 
-    def decode(f: torch.Tensor) -> torch.Tensor:
-        return f @ s["W_dec"] + s["b_dec"]
-
     return _case(
         "MatryoshkaBatchTopKSAE",
         "MatryoshkaBatchTopKSAE",
         "MatryoshkaBatchTopKTrainer",
         s,
-        _ref(encode, decode),
+        _ref(encode, _param_decode(s)),
         _checker("jumprelu", True, nested_widths=(8, 20, 40)),
         k=6,
         group_fractions=[0.2, 0.3, 0.5],
