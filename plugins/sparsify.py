@@ -26,7 +26,7 @@ from typing import Any
 
 from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.hookspecs import Format, RemoteFile, hookimpl
 
 from ._common import FolderFormat, parse_width
 from ._tensors import as_float32, read_json, safetensors_arrays, transposed
@@ -97,6 +97,11 @@ class SparsifyFormat(FolderFormat):
             out["d_sae"] = parse_width(match.group(1))
         return out
 
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        """The hookpoint's two files, and the training run's config.json beside the
+        hookpoint folders (model, dataset, ctx_len) where the repository has one."""
+        return [*super().files(release, entry), RemoteFile(_run_config(entry), optional=True)]
+
     def config_only(
         self,
         release: Release,
@@ -111,7 +116,7 @@ class SparsifyFormat(FolderFormat):
         raw = read_json(local_files[f"{folder}/{CFG}"], f"{folder}/{CFG}")
         shapes = {n: s for n, (_, s) in header.items()}
         dtypes = {FLOAT_DTYPES.get(d, d) for d, _ in header.values()}
-        return _config(release, entry, raw, shapes, dtypes)
+        return {**_config(release, entry, raw, shapes, dtypes), **_run(entry, local_files)}
 
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
@@ -121,6 +126,7 @@ class SparsifyFormat(FolderFormat):
         arrays = safetensors_arrays(local_files[f"{folder}/{WEIGHTS}"])
         shapes = {n: a.shape for n, a in arrays.items()}
         config = _config(release, entry, raw, shapes, {a.dtype for a in arrays.values()})
+        config.update(_run(entry, local_files))
         tensors = {
             "W_enc": transposed(arrays["encoder.weight"]),
             "b_enc": arrays["encoder.bias"],
@@ -132,6 +138,25 @@ class SparsifyFormat(FolderFormat):
         if len({a.dtype for a in arrays.values()}) > 1:  # mixed (never published): fp32
             tensors = {n: as_float32(t) for n, t in tensors.items()}
         return config, tensors
+
+
+def _run_config(entry: SAEEntry) -> str:
+    parent = entry.path.rstrip("/").rpartition("/")[0]
+    return f"{parent}/config.json" if parent else "config.json"
+
+
+def _run(entry: SAEEntry, local_files: Mapping[str, Path]) -> dict[str, Any]:
+    """Context length and dataset from the run's config.json, where the catalogue has none."""
+    path = local_files.get(_run_config(entry))
+    if path is None:
+        return {}
+    run = read_json(path, _run_config(entry))
+    out: dict[str, Any] = {}
+    if entry.context_size is None and isinstance(run.get("ctx_len"), int):
+        out["context_size"] = run["ctx_len"]
+    if entry.dataset is None and isinstance(run.get("dataset"), str):
+        out["dataset"] = run["dataset"]
+    return out
 
 
 def _config(

@@ -50,6 +50,7 @@ def test_transcoder_hooks_and_config_from_headers(hubenv) -> None:
         "layers.1.mlp",
     )
     assert (cfg.d_in, cfg.d_sae, cfg.k) == (sp.D_IN, sp.M, sp.K)
+    assert (cfg.context_size, cfg.dataset) == (256, "test/data")  # from the run's config.json
 
 
 def test_transcoder_output_hook_is_derived(hubenv) -> None:
@@ -140,3 +141,13 @@ def test_missing_d_in(hubenv) -> None:
     del cfg["d_in"]
     msg = _bad(hubenv, "no-d-in", cfg=cfg)
     assert "layers.3/cfg.json" in msg and "d_in" in msg
+
+
+def test_repository_without_run_config(hubenv) -> None:
+    """config.json beside the hookpoints is optional (hand-uploaded repositories lack it)."""
+    case = CASES["sae"]
+    files = {p: b for p, b in case.files.items() if p != "config.json"}
+    bare = type(case)(**{**case.__dict__, "files": files, "name": "no-run-config"})
+    sae = saereg.load_sae(serve(hubenv, bare))
+    assert sae.cfg.context_size is None
+    compare(sae, case)

@@ -95,7 +95,10 @@ def _case(
         format="sparsify",
         name=name,
         files={
-            "config.json": json.dumps({"model": "test-model", "ctx_len": 2048}).encode(),
+            # the training run's config (sparsify's RunConfig), beside the hookpoints
+            "config.json": json.dumps(
+                {"model": "test-model", "dataset": "test/data", "ctx_len": 256, "k": K}
+            ).encode(),
             f"{hookpoint}/cfg.json": cfg_json(transcode=transcode, **cfg),
             f"{hookpoint}/sae.safetensors": save(s),
         },
