@@ -141,7 +141,10 @@ def _base_config(
 
 
 def _nested(group_sizes: Any, d_sae: int, where: str) -> list[int]:
-    sizes = [int(s) for s in (group_sizes.tolist() if hasattr(group_sizes, "tolist") else [])]
+    """Matryoshka prefix widths: the cumulative group sizes."""
+    if hasattr(group_sizes, "tolist"):
+        group_sizes = group_sizes.tolist()
+    sizes = [int(s) for s in group_sizes] if isinstance(group_sizes, list) else []
     if not sizes or any(s <= 0 for s in sizes) or sum(sizes) != d_sae:
         raise CanonicalFileError(
             f"{where}: group_sizes {sizes} must be positive and sum to dict_size {d_sae}"
@@ -164,12 +167,9 @@ def canonical_config(raw: Mapping[str, Any], folder: str) -> dict[str, Any] | No
         return None
     widths = None
     if name == "MatryoshkaBatchTopKSAE":
-        import torch
-
-        sizes = trainer.get("group_sizes")
-        if not isinstance(sizes, list):
+        if not isinstance(trainer.get("group_sizes"), list):
             return None
-        widths = _nested(torch.tensor(sizes), d_sae, where)
+        widths = _nested(trainer["group_sizes"], d_sae, where)
     config = _base_config(cls, d_in, d_sae, k, widths)
     ctx = _int((raw.get("buffer") or {}).get("ctx_len"))
     if ctx is not None:

@@ -89,14 +89,23 @@ class DictionaryLearningFormat(Format):
         tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
     ) -> dict[str, Any] | None:
         """config.json names the class and its widths: enough without ae.pt."""
-        return canonical_config(self._config_json(entry, local_files), entry.path.rstrip("/"))
+        config = canonical_config(self._config_json(entry, local_files), entry.path.rstrip("/"))
+        return None if config is None else _catalogue_first(config, entry)
 
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         folder = entry.path.rstrip("/")
         raw = self._config_json(entry, local_files)
-        return convert_state(raw, local_files[f"{folder}/{WEIGHTS}"], folder)
+        config, tensors = convert_state(raw, local_files[f"{folder}/{WEIGHTS}"], folder)
+        return _catalogue_first(config, entry), tensors
+
+
+def _catalogue_first(config: dict[str, Any], entry: SAEEntry) -> dict[str, Any]:
+    """config.json's context length only where the release states none."""
+    if entry.context_size is not None:
+        config.pop("context_size", None)
+    return config
 
 
 @hookimpl
