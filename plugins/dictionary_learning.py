@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.hookspecs import Format, hookimpl
 
+from ._common import FolderFormat
 from ._dl_classes import CONFIG, WEIGHTS, canonical_config, convert_state
 from ._tensors import read_json
 
@@ -40,9 +41,10 @@ _ARCH_TOKENS = (
 _D_MODEL = {"gemma-2-2b": 2304, "pythia-70m-deduped": 512}
 
 
-class DictionaryLearningFormat(Format):
+class DictionaryLearningFormat(FolderFormat):
     name = "dictionary_learning"
     summary = "saprmarks/dictionary_learning (ae.pt + config.json)"
+    config_file, weights_file = CONFIG, WEIGHTS
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _LAYER.search(entry.path)
@@ -73,13 +75,9 @@ class DictionaryLearningFormat(Format):
             out["d_in"] = _D_MODEL[release.model]
         return out
 
-    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
-        folder = entry.path.rstrip("/")
-        return [RemoteFile(f"{folder}/{CONFIG}"), RemoteFile(f"{folder}/{WEIGHTS}", weights=True)]
-
     def _config_json(self, entry: SAEEntry, local_files: Mapping[str, Path]) -> dict[str, Any]:
         path = f"{entry.path.rstrip('/')}/{CONFIG}"
-        return read_json(local_files[path], f"{entry.path.rstrip('/')}/{CONFIG}")
+        return read_json(local_files[path], path)
 
     def config_only(
         self,
