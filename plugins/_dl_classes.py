@@ -10,6 +10,7 @@ the class subtracts it; nn.Linear weights are stored [out, in]):
   ``from_pretrained`` (normalize_decoder=True by default) rescales decoder columns to unit
   norm and folds the norms into the encoder rows and bias unless they are already unit;
   we fold the same way, so latents equal the publisher's loader's.
+* ``AutoEncoderNew``: f = ReLU(W_e x + b_e), x̂ = W_d f + b_d (no b_dec subtracted).
 * ``GatedAutoEncoder``: e = W_e x'; f = 1[e + gate_bias > 0] · ReLU(exp(r_mag)·e + mag_bias).
 * ``JumpReluAutoEncoder``: f = ReLU(pre · 1[pre > θ]) with pre = x W_enc + b_enc; it does
   *not* subtract b_dec (``apply_b_dec_to_input`` is a plain attribute, False, not saved).
@@ -63,6 +64,9 @@ _TOPK_BUFFERS = ("k", "threshold")
 CLASSES: dict[str, DictClass] = {
     "AutoEncoder": DictClass(
         "relu", True, "encoder.weight", "decoder.weight", "bias", b_enc="encoder.bias"
+    ),
+    "AutoEncoderNew": DictClass(  # April-update layout: a decoder bias, no input centring
+        "relu", False, "encoder.weight", "decoder.weight", "decoder.bias", "encoder.bias"
     ),
     "GatedAutoEncoder": DictClass(
         "gated",

@@ -147,3 +147,11 @@ def test_pickle_carrying_code_is_refused(hubenv) -> None:
     with pytest.warns(UserWarning):  # torch notes the pickle protocol before refusing
         msg = _bad(hubenv, "evil-plain", raw=pickle.dumps({"x": _Payload()}))
     assert f"{dl.PATH}/ae.pt" in msg and "refusing to unpickle" in msg
+
+
+def test_discover_lists_trainer_folders() -> None:
+    from saereg.plugin_manager import get_registry
+
+    listing = [f"{dl.PATH}/ae.pt", f"{dl.PATH}/config.json", "sweep/resid_post_layer_3/x.json"]
+    found = get_registry().format("dictionary_learning").discover("org/repo", listing)
+    assert found == [{"id": dl.PATH, "path": dl.PATH}]

@@ -151,3 +151,19 @@ def test_repository_without_run_config(hubenv) -> None:
     sae = saereg.load_sae(serve(hubenv, bare))
     assert sae.cfg.context_size is None
     compare(sae, case)
+
+
+def test_discover_lists_hookpoint_folders() -> None:
+    listing = [
+        "config.json",
+        "layers.0/cfg.json",
+        "layers.0/sae.safetensors",
+        "layers.1.mlp/cfg.json",
+        "layers.1.mlp/sae.safetensors",
+        "layers.2/cfg.json",  # no weights: not an SAE
+    ]
+    found = get_registry().format("sparsify").discover("EleutherAI/x", listing)
+    assert found == [
+        {"id": "layers.0", "path": "layers.0"},
+        {"id": "layers.1.mlp", "path": "layers.1.mlp"},
+    ]

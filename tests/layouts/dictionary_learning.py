@@ -170,6 +170,32 @@ def autoencoder(unit_decoder: bool = False) -> LayoutCase:
     )
 
 
+def autoencoder_new() -> LayoutCase:
+    """AutoEncoderNew: encoder and decoder both nn.Linear with bias; no input centring."""
+    gen = torch.Generator().manual_seed(17)
+    s = {
+        "encoder.weight": _randn(gen, D_SAE, D_IN),
+        "encoder.bias": _randn(gen, D_SAE, scale=0.1),
+        "decoder.weight": _randn(gen, D_IN, D_SAE),
+        "decoder.bias": _randn(gen, D_IN),
+    }
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(_linear(x, s["encoder.weight"], s["encoder.bias"]))
+
+    def decode(f: torch.Tensor) -> torch.Tensor:
+        return _linear(f, s["decoder.weight"], s["decoder.bias"])
+
+    return _case(
+        "AutoEncoderNew",
+        "AutoEncoderNew",
+        "StandardTrainerNew",
+        s,
+        _ref(encode, decode),
+        _checker("relu", False),
+    )
+
+
 def gated() -> LayoutCase:
     gen = torch.Generator().manual_seed(12)
     s = {
@@ -327,6 +353,7 @@ def matryoshka() -> LayoutCase:
 CASES: list[LayoutCase] = [
     autoencoder(),
     autoencoder(unit_decoder=True),
+    autoencoder_new(),
     gated(),
     jumprelu(),
     topk(),
