@@ -190,15 +190,17 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
     shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     weights = [f for f in files if f.weights]
-    # Formats whose small files hold the whole config (dictionary_learning's config.json)
-    # answer without any weights; safetensors headers are read for the others.
-    for f in weights if all(f.path.endswith(".safetensors") for f in weights) else ():
-        header = _header_for(release, f.path, revision)
-        if header is None:
-            continue
-        shapes[f.path] = {n: (i["dtype"], tuple(i["shape"])) for n, i in header.items()}
-    converted = fmt.config_only(release, entry, small.paths, shapes)
-    if converted is not None:
+    if all(f.path.endswith(".safetensors") for f in weights):
+        for f in weights:
+            header = _header_for(release, f.path, revision)
+            if header is None:
+                continue
+            shapes[f.path] = {n: (i["dtype"], tuple(i["shape"])) for n, i in header.items()}
+        converted = fmt.config_only(release, entry, small.paths, shapes)
+        if converted is not None:
+            return build_config(fmt, release, entry, converted, small.sha256, small.revision)
+    elif (converted := fmt.config_only(release, entry, small.paths, {})) is not None:
+        # Pickled weights, but small files that hold the whole config (dictionary_learning).
         return build_config(fmt, release, entry, converted, small.sha256, small.revision)
     return read_config(fetch_canonical(ref, revision=revision, quiet=quiet))
 
