@@ -35,10 +35,10 @@ REPO = "models--google--gemma-scope-2b-pt-res"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 PROBE = r"""
-import json, resource, sys, time
-def rss():
+import json, sys, time
+def rss(key="VmRSS:"):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1]) * 1024
 mode, arg = sys.argv[1], sys.argv[2]
 import numpy as np, torch, safetensors.torch, saereg.loading, saereg.sae, saereg.plugins.gemma_scope
@@ -54,10 +54,14 @@ elif mode == "load_file":
 elif mode == "naive":
     with np.load(arg) as npz:
         tensors = {k: torch.from_numpy(npz[k]) for k in npz.files}
+elif mode == "torch_load":  # a publisher's .pt state dict, read whole
+    tensors = {k: v for k, v in torch.load(arg, weights_only=True).items() if v.dim()}
 if touch:  # read every byte: what a first forward pass needs
     total = sum(float(t.sum()) for t in tensors.values())
 elapsed = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this process image's peak. (ru_maxrss survives exec: it would start at the
+# parent's size when the benchmark forked.)
+peak = rss("VmHWM:")
 print(json.dumps({"seconds": elapsed, "peak_above_base": peak - base}))
 """
 

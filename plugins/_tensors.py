@@ -79,14 +79,22 @@ def npz_arrays(path: Path) -> dict[str, LazyArray]:
     return out
 
 
-def torch_load(path: Path) -> dict[str, Any]:
-    """A pickled state dict, read without executing code (weights_only=True)."""
+def torch_load(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A pickled state dict, read without executing code (weights_only=True).
+
+    With `mmap`, tensors are views of the memory-mapped file (read when used); files
+    in the legacy (non-zip) serialization cannot be mapped and are read normally."""
     import pickle
 
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not (mmap and "mmap can only be used" in str(exc)):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CanonicalFileError(
             f"{path.name} contains objects other than tensors and plain values (the pickle "

@@ -84,8 +84,9 @@ class Format:
 
         `local_files` holds the files not marked `weights`; `tensor_shapes` maps each
         safetensors weights file to {tensor: (dtype, shape)} read from its header (from
-        the cache, or over HTTP range requests). Return None when only the weights can
-        tell (npz or pickle files); the core then converts the SAE fully.
+        the cache, or over HTTP range requests); it is empty when a weights file is not
+        safetensors. Return None when only the weights can tell (npz or pickle files
+        without a config naming the shapes); the core then converts the SAE fully.
         """
         return None
 
