@@ -81,12 +81,29 @@ def npz_arrays(path: Path) -> dict[str, LazyArray]:
 
 def torch_load(path: Path) -> dict[str, Any]:
     """A pickled state dict, read without executing code (weights_only=True)."""
+    return _torch_load(path, mmap=False)[0]
+
+
+def torch_load_mapped(path: Path) -> tuple[dict[str, Any], bool]:
+    """Like `torch_load`, but the tensors of zip-format files stay in the file
+    (memory-mapped, private) until read. Returns (state dict, whether it is mapped);
+    legacy-format pickles cannot be mapped and are read whole."""
+    return _torch_load(path, mmap=True)
+
+
+def _torch_load(path: Path, *, mmap: bool) -> tuple[dict[str, Any], bool]:
     import pickle
 
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not mmap or "mmap" not in str(exc):
+                raise
+            mmap = False
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CanonicalFileError(
             f"{path.name} contains objects other than tensors and plain values (the pickle "
@@ -97,7 +114,52 @@ def torch_load(path: Path) -> dict[str, Any]:
         raise CanonicalFileError(f"{path.name} is not a readable PyTorch file: {exc}") from None
     if not isinstance(data, Mapping):
         raise CanonicalFileError(f"{path.name} holds a {type(data).__name__}, not a state dict")
-    return dict(data)
+    return dict(data), mmap
+
+
+def _drop_mapped_pages(t: Any) -> None:
+    """Tell the kernel the pages behind a memory-mapped (private, file-backed) tensor are
+    no longer needed, so they leave this process's RSS; a later read maps them again
+    from the file. Only ever called on tensors `torch_load_mapped` mapped (on ordinary
+    memory, MADV_DONTNEED would zero the data)."""
+    import ctypes
+    import mmap as _mmap
+
+    page = _mmap.PAGESIZE
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+    except (OSError, AttributeError):  # not Linux/glibc: the pages simply stay resident
+        pass
+
+
+def transposed_mapped(value: Any, mapped: bool, *, rows: int = 1024) -> LazyArray:
+    """The transpose of a 2-d tensor, built block by block. When `mapped` (from
+    `torch_load_mapped`), the source pages are released as it goes, so converting holds
+    one copy of the tensor, not two."""
+
+    def load() -> Any:
+        import torch
+
+        src = value
+        out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
+        for i in range(0, src.shape[0], rows):
+            block = src[i : i + rows]
+            out[:, i : i + rows] = block.T
+            if mapped:
+                _drop_mapped_pages(block)
+        return out
+
+    return LazyArray((int(value.shape[1]), int(value.shape[0])), _dtype_name(value), load)
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def mapped(

@@ -5,7 +5,8 @@ encode → latents, decode → what the latents produce, in the space of the inp
 
 * relu:      f = ReLU(x' @ W_enc + b_enc)
 * jumprelu:  h = x' @ W_enc + b_enc;  f = h · 1[h > threshold]   (strict >)
-* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active)
+* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active);
+             with topk_relu false (Qwen Scope), the k values as they are
 * gated:     f = 1[x' @ W_enc + b_gate > 0] · ReLU(x' @ (W_enc ⊙ exp(r_mag)) + b_mag)
 * temporal:  see below
 * decode:    y = f @ W_dec + b_dec, then the input normalization undone
@@ -260,7 +261,8 @@ class SAE(nn.Module):
         elif arch == "topk":
             k = min(int(self.cfg.k or 0), w)
             top = h.topk(k, dim=-1, sorted=False)
-            f = torch.zeros_like(h).scatter(-1, top.indices, torch.relu(top.values))
+            values = torch.relu(top.values) if self.cfg.topk_relu else top.values
+            f = torch.zeros_like(h).scatter(-1, top.indices, values)
         else:
             raise ValueError(f"unknown architecture {arch!r}")
         return f, h, state
@@ -340,9 +342,7 @@ class SAE(nn.Module):
         r = xn.reshape(-1, *xn.shape[-2:])
         assert self.cfg.temporal is not None
         n_heads = int(self.cfg.temporal["n_heads"])
-        predicted = torch.zeros(
-            (*r.shape[:-1], self.cfg.d_sae), dtype=r.dtype, device=r.device
-        )
+        predicted = torch.zeros((*r.shape[:-1], self.cfg.d_sae), dtype=r.dtype, device=r.device)
         for layer in self.attn_layers:
             z = torch.relu(r @ self.W_enc + self.b_enc)
             ctx = torch.cat((torch.zeros_like(z[:, :1]), z[:, :-1]), dim=1)

@@ -39,6 +39,9 @@ class SAEConfig:
     config_version: int = CONFIG_VERSION
     transcoder: bool = False
     k: int | None = None
+    # topk: ReLU after choosing the k largest (the default), or keep the k values as
+    # they are (Qwen Scope's published math: exactly k latents are non-zero)
+    topk_relu: bool = True
     hook_name: str | None = None
     hook_name_out: str | None = None
     hf_hook_name: str | None = None
@@ -72,6 +75,8 @@ class SAEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = plain_dict(self)
+        if out.get("topk_relu") is True:  # the default: files written before it stay identical
+            del out["topk_relu"]
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
@@ -134,7 +139,9 @@ class SAEConfig:
         return {"W_skip": (self.d_out, self.d_in)} if self.transcoder else {}
 
 
-def temporal_attention_shapes(d_sae: int, temporal: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+def temporal_attention_shapes(
+    d_sae: int, temporal: Mapping[str, int]
+) -> dict[str, tuple[int, ...]]:
     """The attention layers of a temporal SAE, named as the publisher names them.
 
     Projections are `F.linear` weights, [out, in] (the only canonical tensors not stored
@@ -185,6 +192,8 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
             fail(f"{key} {data.get(key)!r} is not one of {sorted(options)}")
     if not isinstance(data.get("apply_b_dec_to_input"), bool):
         fail("apply_b_dec_to_input must be true or false")
+    if not isinstance(data.get("topk_relu", True), bool):
+        fail("topk_relu must be true or false")
     norm = data.get("normalization")
     if (
         not isinstance(norm, Mapping)
@@ -199,7 +208,7 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
     if temporal is not None and (
         not isinstance(temporal, Mapping)
         or set(temporal) != {"n_heads", "n_attn_layers", "d_attn"}
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in temporal.values())
+        or not all(type(v) is int and v >= 1 for v in temporal.values())
     ):
         fail(f"temporal {temporal!r} must hold positive integers n_heads, n_attn_layers, d_attn")
 
