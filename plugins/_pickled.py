@@ -18,7 +18,7 @@ from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile
 
-from ._tensors import as_float32, torch_load_mapped, transposed_mapped
+from ._tensors import as_float32, torch_load_mapped, transposed_mapped, uniform_dtype
 
 #: What each canonical tensor is, for error messages.
 _MEANING = {
@@ -101,10 +101,12 @@ def linear_sae_tensors(
                 f"expected {list(stored)} (d_in={d_in}, d_sae={d_sae}, from {enc.name})"
             )
         tensors[canonical] = transposed_mapped(value, mapped) if key.linear else value
-    dtypes = {str(state[k.name].dtype).removeprefix("torch.") for k in keys.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()) in ("float32", "float16", "bfloat16"):
-        return tensors, d_in, d_sae, dtype
-    return {n: as_float32(t) for n, t in tensors.items()}, d_in, d_sae, "float32"
+    config: dict[str, Any] = {}
+    tensors = uniform_dtype(config, tensors)
+    if config["dtype"] not in ("float32", "float16", "bfloat16", "float64"):
+        tensors = {n: as_float32(t) for n, t in tensors.items()}
+        config["dtype"] = "float32"
+    return tensors, d_in, d_sae, config["dtype"]
 
 
 def relu_config(d_in: int, d_sae: int, dtype: str, **extra: Any) -> dict[str, Any]:

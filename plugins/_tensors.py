@@ -174,6 +174,16 @@ def mapped(
     return fn(value)
 
 
+def uniform_dtype(config: dict[str, Any], tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """Tensors in one dtype (float32 if the file mixes them); sets config['dtype']."""
+    dtypes = {str(t.dtype).removeprefix("torch.") for t in tensors.values()}
+    if len(dtypes) == 1:
+        config["dtype"] = dtypes.pop()
+        return dict(tensors)
+    config["dtype"] = "float32"
+    return {n: as_float32(t) for n, t in tensors.items()}
+
+
 def as_float32(value: Any) -> Any:
     def cast(t: Any) -> Any:
         import torch
