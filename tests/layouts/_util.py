@@ -13,7 +13,16 @@ from safetensors.torch import save as st_save
 from ..publishers import rand
 from ._case import Reference
 
-__all__ = ["Reference", "as_torch", "json_bytes", "pt_bytes", "rand", "same", "st_save"]
+__all__ = [
+    "Reference",
+    "activation",
+    "as_torch",
+    "json_bytes",
+    "pt_bytes",
+    "rand",
+    "same",
+    "st_save",
+]
 
 
 def pt_bytes(state: dict[str, Any], *, legacy: bool = False) -> bytes:
@@ -29,6 +38,12 @@ def json_bytes(data: Any) -> bytes:
 
 def as_torch(a: Any) -> torch.Tensor:
     return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def activation(pre: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
+    """circuit-tracer's activations: JumpReLU (x·1[x > θ], strict) when a threshold is
+    published, else ReLU."""
+    return torch.relu(pre) if threshold is None else pre * (pre > threshold).double()
 
 
 def same(f: torch.Tensor, y: torch.Tensor) -> Reference:

@@ -8,7 +8,10 @@ import torch
 from ._case import LayoutCase, Reference
 from ._util import json_bytes, pt_bytes, rand
 
-PATH = "gpt2-small_L2_Hcat_z_lr1.20e-03_l11.00e+00_ds24_bs4096_dc1.00e-06_rsanthropic_rie25000_nr4_v4.pt"
+PATH = (
+    "gpt2-small_L2_Hcat_z_lr1.20e-03_l11.00e+00_ds24_bs4096_dc1.00e-06_"
+    "rsanthropic_rie25000_nr4_v4.pt"
+)
 CFG = PATH.removesuffix(".pt") + "_cfg.json"
 N_HEADS, D_HEAD, D_SAE = 3, 4, 24
 t = {
@@ -45,7 +48,8 @@ CASES = [
         input_shape=(2, 5, N_HEADS, D_HEAD),
         reference=reference,
         repo_id="ckkissane/attn-saes-gpt2-small-all-layers",
-        check=lambda sae: (sae.cfg.reshape, sae.cfg.hook_name)
-        == ("hook_z", "blocks.2.attn.hook_z"),
+        check=lambda sae: (
+            (sae.cfg.reshape, sae.cfg.hook_name) == ("hook_z", "blocks.2.attn.hook_z")
+        ),
     )
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._case import LayoutCase, Reference
-from ._util import rand, st_save
+from ._util import activation, rand, st_save
 
 L, D_IN, D_SAE, N_TARGETS = 2, 8, 24, 3
 CONFIG = b"""model_name: google/gemma-2-2b
@@ -34,10 +34,7 @@ def _case(name: str, *, jumprelu: bool) -> LayoutCase:
     def reference(x: torch.Tensor) -> Reference:
         e = {k: v.double() for k, v in enc.items()}
         pre = x.double() @ e[f"W_enc_{L}"].T + e[f"b_enc_{L}"]
-        if jumprelu:
-            f = pre * (pre > e[f"threshold_{L}"]).double()
-        else:
-            f = torch.relu(pre)
+        f = activation(pre, e.get(f"threshold_{L}"))
         y = f @ dec[f"W_dec_{L}"].double().sum(dim=1) + e[f"b_dec_{L}"]
         return Reference(encode=f, decode=y, forward=y)
 

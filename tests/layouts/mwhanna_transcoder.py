@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ._case import LayoutCase, Reference
-from ._util import rand, st_save
+from ._util import activation, rand, st_save
 
 D_IN, D_SAE = 8, 24
 
@@ -29,10 +29,7 @@ def _case(name: str, *, jumprelu: bool, skip: bool) -> LayoutCase:
         decode = f @ W_dec + b_dec; forward adds x @ W_skipᵀ."""
         d = {k: v.double() for k, v in t.items()}
         pre = x.double() @ d["W_enc"].T + d["b_enc"]
-        if jumprelu:
-            f = pre * (pre > d["activation_function.threshold"]).double()
-        else:
-            f = torch.relu(pre)
+        f = activation(pre, d.get("activation_function.threshold"))
         y = f @ d["W_dec"] + d["b_dec"]
         out = y + x.double() @ d["W_skip"].T if skip else y
         return Reference(encode=f, decode=y, forward=out)
