@@ -194,9 +194,10 @@ class MntssCLTFormat(Format):
 
 
 def summed_over_targets(path: Path, name: str, value: LazyArray, rows: int = 512) -> LazyArray:
-    """W_dec [d_sae, n_targets, d_out] summed over its targets in float32 (as SAELens,
-    which casts before summing), read a block of latents at a time: the full
-    per-target decoder (n_targets times the result) is never in memory."""
+    """W_dec [d_sae, n_targets, d_out] summed over its targets, read a block of latents
+    at a time: the full per-target decoder (n_targets times the result) is never in
+    memory. Sums are taken in float32 (as SAELens, which casts first) and stored in the
+    file's dtype."""
     d_sae, _, d_out = value.shape
 
     def load() -> Any:
@@ -205,12 +206,12 @@ def summed_over_targets(path: Path, name: str, value: LazyArray, rows: int = 512
 
         with safe_open(str(path), framework="pt") as fh:
             part = fh.get_slice(name)
-            out = torch.empty((d_sae, d_out), dtype=torch.float32)
+            out = torch.empty((d_sae, d_out), dtype=getattr(torch, value.dtype))
             for i in range(0, d_sae, rows):
                 out[i : i + rows] = part[i : i + rows].float().sum(dim=1)
         return out
 
-    return LazyArray((d_sae, d_out), "float32", load)
+    return LazyArray((d_sae, d_out), value.dtype, load)
 
 
 @hookimpl
