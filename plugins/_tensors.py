@@ -117,6 +117,10 @@ def _torch_load(path: Path, *, mmap: bool) -> tuple[dict[str, Any], bool]:
     return dict(data), mmap
 
 
+#: How much of a source matrix a streamed transpose reads at a time.
+_BLOCK_BYTES = 8 << 20
+
+
 def _drop_mapped_pages(t: Any) -> None:
     """Tell the kernel the pages behind a memory-mapped (private, file-backed) tensor are
     no longer needed, so they leave this process's RSS; a later read maps them again
@@ -138,7 +142,7 @@ def _drop_mapped_pages(t: Any) -> None:
         pass
 
 
-def transposed_mapped(value: Any, mapped: bool, *, rows: int = 1024) -> LazyArray:
+def transposed_mapped(value: Any, mapped: bool, *, rows: int | None = None) -> LazyArray:
     """The transpose of a 2-d tensor, built block by block. When `mapped` (from
     `torch_load_mapped`), the source pages are released as it goes, so converting holds
     one copy of the tensor, not two."""
@@ -148,9 +152,10 @@ def transposed_mapped(value: Any, mapped: bool, *, rows: int = 1024) -> LazyArra
 
         src = value
         out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
-        for i in range(0, src.shape[0], rows):
-            block = src[i : i + rows]
-            out[:, i : i + rows] = block.T
+        step = rows or max(1, _BLOCK_BYTES // max(1, src.shape[1] * src.element_size()))
+        for i in range(0, src.shape[0], step):
+            block = src[i : i + step]
+            out[:, i : i + step] = block.T
             if mapped:
                 _drop_mapped_pages(block)
         return out
