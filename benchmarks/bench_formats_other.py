@@ -48,34 +48,29 @@ def _pickle(path: Path, state: dict[str, torch.Tensor]) -> None:
     torch.save(state, path)
 
 
-def goodfire(folder: Path) -> Path:
-    path = folder / "Llama-3.1-8B-Instruct-SAE-l19.pth"
+def _linear_bf16(path: Path, enc: str, dec: str) -> Path:
+    """An nn.Linear-layout bfloat16 state dict, 65,536 latents on a 4,096 stream."""
     bf = torch.bfloat16
     _pickle(
         path,
         {
-            "encoder_linear.weight": _rand(65536, 4096, dtype=bf),
-            "encoder_linear.bias": _rand(65536, dtype=bf),
-            "decoder_linear.weight": _rand(4096, 65536, dtype=bf),
-            "decoder_linear.bias": _rand(4096, dtype=bf),
+            f"{enc}.weight": _rand(65536, 4096, dtype=bf),
+            f"{enc}.bias": _rand(65536, dtype=bf),
+            f"{dec}.weight": _rand(4096, 65536, dtype=bf),
+            f"{dec}.bias": _rand(4096, dtype=bf),
         },
     )
     return path
+
+
+def goodfire(folder: Path) -> Path:
+    return _linear_bf16(
+        folder / "Llama-3.1-8B-Instruct-SAE-l19.pth", "encoder_linear", "decoder_linear"
+    )
 
 
 def deepseek(folder: Path) -> Path:
-    path = folder / "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt"
-    bf = torch.bfloat16
-    _pickle(
-        path,
-        {
-            "encoder.weight": _rand(65536, 4096, dtype=bf),
-            "encoder.bias": _rand(65536, dtype=bf),
-            "decoder.weight": _rand(4096, 65536, dtype=bf),
-            "decoder.bias": _rand(4096, dtype=bf),
-        },
-    )
-    return path
+    return _linear_bf16(folder / "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt", "encoder", "decoder")
 
 
 def qwen(folder: Path) -> Path:

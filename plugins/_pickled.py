@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
@@ -109,18 +109,27 @@ def linear_sae_tensors(
     return tensors, d_in, d_sae, config["dtype"]
 
 
-def relu_config(d_in: int, d_sae: int, dtype: str, **extra: Any) -> dict[str, Any]:
+class Found(NamedTuple):
+    """What one pickled SAE turned out to be, with where it came from."""
+
+    release: Release
+    entry: SAEEntry
+    d_in: int
+    d_sae: int
+    dtype: str
+
+
+def relu_config(found: Found) -> dict[str, Any]:
     """The canonical config of a plain ReLU SAE that does not subtract b_dec."""
     return {
         "architecture": "relu",
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "d_out": d_in,
+        "d_in": found.d_in,
+        "d_sae": found.d_sae,
+        "d_out": found.d_in,
         "apply_b_dec_to_input": False,
         "normalization": {"kind": "none"},
         "reshape": "none",
-        "dtype": dtype,
-        **extra,
+        "dtype": found.dtype,
     }
 
 
@@ -138,15 +147,9 @@ class LinearPickleFormat(Format):
         tensors, d_in, d_sae, dtype = linear_sae_tensors(
             local_files[entry.path], entry.path, self.keys
         )
-        return self.config(release, entry, d_in, d_sae, dtype, local_files), tensors
+        found = Found(release, entry, d_in, d_sae, dtype)
+        return self.config(found, local_files), tensors
 
-    def config(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        d_in: int,
-        d_sae: int,
-        dtype: str,
-        local_files: Mapping[str, Path],
-    ) -> dict[str, Any]:
-        return relu_config(d_in, d_sae, dtype)
+    def config(self, found: Found, local_files: Mapping[str, Path]) -> dict[str, Any]:
+        """The canonical config of what was found (override per format)."""
+        return relu_config(found)

@@ -21,7 +21,7 @@ from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
-from ._pickled import LinearPickleFormat, relu_config
+from ._pickled import Found, LinearPickleFormat, relu_config
 from ._tensors import read_json
 
 _FILE = re.compile(r"_L(\d+)_Hcat_z_.*_ds(\d+)_.*\.pt$")
@@ -55,22 +55,15 @@ class HookZFormat(LinearPickleFormat):
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         return [RemoteFile(self._cfg_path(entry)), *super().files(release, entry)]
 
-    def config(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        d_in: int,
-        d_sae: int,
-        dtype: str,
-        local_files: Mapping[str, Path],
-    ) -> dict[str, Any]:
+    def config(self, found: Found, local_files: Mapping[str, Path]) -> dict[str, Any]:
+        entry = found.entry
         cfg_path = self._cfg_path(entry)
         raw = read_json(local_files[cfg_path], cfg_path)
-        for key, value in (("act_size", d_in), ("dict_size", d_sae)):
+        for key, value in (("act_size", found.d_in), ("dict_size", found.d_sae)):
             if raw.get(key) not in (None, value):
                 raise CanonicalFileError(
-                    f"{cfg_path} says {key}={raw[key]} but {entry.path} holds d_in={d_in}, "
-                    f"d_sae={d_sae}"
+                    f"{cfg_path} says {key}={raw[key]} but {entry.path} holds "
+                    f"d_in={found.d_in}, d_sae={found.d_sae}"
                 )
         hook = entry.hook_name or raw.get("act_name")
         if not hook or not str(hook).endswith("hook_z"):
@@ -78,7 +71,7 @@ class HookZFormat(LinearPickleFormat):
                 f"{cfg_path}: act_name {raw.get('act_name')!r} is not an attention hook_z"
             )
         return {
-            **relu_config(d_in, d_sae, dtype),
+            **relu_config(found),
             "apply_b_dec_to_input": True,
             "reshape": "hook_z",
             "hook_name": hook,

@@ -22,7 +22,7 @@ from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
 
-from ._pickled import LinearPickleFormat, keys_of, relu_config
+from ._pickled import Found, LinearPickleFormat, keys_of, relu_config
 
 _REPO = re.compile(r"SAE-Res-(.+)-W(\d+)K-L0_(\d+)$")
 _FILE = re.compile(r"^layer(\d+)\.sae\.pt$")
@@ -68,20 +68,11 @@ class QwenScopeFormat(LinearPickleFormat):
             out["d_in"] = MODEL_WIDTH[repo.group(1)]
         return out
 
-    def config(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        d_in: int,
-        d_sae: int,
-        dtype: str,
-        local_files: Mapping[str, Path],
-    ) -> dict[str, Any]:
-        k = entry.k or self.describe(release, entry)["k"]
-        if not 1 <= k <= d_sae:
-            raise CanonicalFileError(f"{entry.path}: k={k} does not fit d_sae={d_sae}")
-        topk = {"architecture": "topk", "k": k, "topk_relu": False}
-        return {**relu_config(d_in, d_sae, dtype), **topk}
+    def config(self, found: Found, local_files: Mapping[str, Path]) -> dict[str, Any]:
+        k = found.entry.k or self.describe(found.release, found.entry)["k"]
+        if not 1 <= k <= found.d_sae:
+            raise CanonicalFileError(f"{found.entry.path}: k={k} does not fit d_sae={found.d_sae}")
+        return {**relu_config(found), "architecture": "topk", "k": k, "topk_relu": False}
 
 
 @hookimpl
