@@ -7,7 +7,11 @@ Pickles are read with ``torch.load(weights_only=True)``: no code in them runs.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
+import mmap
+import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -125,21 +129,29 @@ def _drop_mapped_pages(t: Any) -> None:
     """Tell the kernel the pages behind a memory-mapped (private, file-backed) tensor are
     no longer needed, so they leave this process's RSS; a later read maps them again
     from the file. Only ever called on tensors `torch_load_mapped` mapped (on ordinary
-    memory, MADV_DONTNEED would zero the data)."""
-    import ctypes
-    import mmap as _mmap
-
-    page = _mmap.PAGESIZE
+    memory, MADV_DONTNEED would zero the data). Linux only; elsewhere a no-op."""
+    madvise = _madvise()
+    if madvise is None:
+        return
+    page = mmap.PAGESIZE
     start = t.data_ptr()
     end = start + t.numel() * t.element_size()
     lo, hi = -(-start // page) * page, end // page * page
-    if hi <= lo:
-        return
+    if hi > lo:
+        madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
-    except (OSError, AttributeError):  # not Linux/glibc: the pages simply stay resident
-        pass
+        return ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
 
 
 def transposed_mapped(value: Any, mapped: bool, *, rows: int | None = None) -> LazyArray:
