@@ -14,8 +14,9 @@ encode → latents, decode → what the latents produce, in the space of the inp
 
 where x' is the (normalized) input minus b_dec when apply_b_dec_to_input. An affine skip
 path is never part of decode: decode(f) is what the latents produce, so attributions
-computed from it mean what they say (as in the publishers' code, SAELens and
-circuit-tracer); `skip(x)` exposes it, and forward adds it.
+computed from it mean what they say (SAELens' skip transcoders decode so and add the
+skip in forward; circuit-tracer computes it apart, `compute_skip`); `skip(x)` exposes
+it, and forward adds it.
 
 Input normalizations (layer_norm with the unbiased std and eps added to the std,
 constant_norm_rescale, a constant scale) are undone on the way out, using statistics
