@@ -78,6 +78,9 @@ class TemporalFormat(Format):
         missing = [n for n in (*expected, "b") if n not in arrays]
         if missing:
             problems.insert(0, f"lacks {', '.join(missing)}")
+        unknown = sorted(set(arrays) - {*expected, "b"})
+        if unknown:  # the publisher's load_state_dict is strict
+            problems.append(f"holds unexpected tensor(s) {', '.join(unknown)}")
         b = arrays.get("b")
         if b is not None and tuple(b.shape) not in ((1, d_in), (d_in,)):
             problems.append(f"b has shape {list(b.shape)}, expected [1, {d_in}]")

@@ -41,6 +41,9 @@ from saereg.hookspecs import Format, RemoteFile, hookimpl
 from ._tensors import require, safetensors_arrays, transposed, uniform_dtype
 
 _MWHANNA_FILE = re.compile(r"^layer_(\d+)\.safetensors$")
+_MWHANNA_TENSORS = frozenset(
+    ("W_enc", "W_dec", "b_enc", "b_dec", "activation_function.threshold", "W_skip")
+)
 
 
 def transcoder_config(
@@ -101,6 +104,14 @@ class MwhannaTranscoderFormat(Format):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         arrays = safetensors_arrays(local_files[entry.path])
         require(arrays, ("W_enc", "W_dec", "b_enc", "b_dec"), entry.path)
+        # circuit-tracer loads these files with a strict load_state_dict: anything else
+        # (e.g. log_thresholds) means math it would refuse too.
+        unknown = sorted(set(arrays) - _MWHANNA_TENSORS)
+        if unknown:
+            raise CanonicalFileError(
+                f"{entry.path} holds tensor(s) {', '.join(unknown)} that a circuit-tracer "
+                f"transcoder does not have (expected: {', '.join(sorted(_MWHANNA_TENSORS))})"
+            )
         _check_2d(arrays["W_enc"], "W_enc", entry.path)
         tensors: dict[str, Any] = {
             "W_enc": transposed(arrays["W_enc"]),  # stored [d_sae, d_in] (F.linear)

@@ -116,6 +116,22 @@ def test_mwhanna_skip_of_the_wrong_shape(hubenv) -> None:
         load_with(hubenv, case, {"layer_3.safetensors": st_save(t)})
 
 
+def test_mwhanna_unknown_tensor_is_refused(hubenv) -> None:
+    case = mwhanna_transcoder.CASES[0]
+    t = {
+        "W_enc": torch.zeros(24, 8),
+        "W_dec": torch.zeros(24, 8),
+        "b_enc": torch.zeros(24),
+        "b_dec": torch.zeros(8),
+        "log_thresholds": torch.zeros(24),
+    }
+    with refused(
+        r"layer_3.safetensors holds tensor\(s\) log_thresholds that a circuit-tracer "
+        r"transcoder does not have"
+    ):
+        load_with(hubenv, case, {"layer_3.safetensors": st_save(t)})
+
+
 def test_mntss_decoder_without_target_layers(hubenv) -> None:
     case = mntss_clt.CASES[0]
     with refused(
