@@ -52,6 +52,22 @@ def safetensors_arrays(path: Path) -> dict[str, LazyArray]:
     return out
 
 
+def header_arrays(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, LazyArray]:
+    """Tensors known only from a safetensors header ({name: (dtype code, shape)}), for
+    `config_only`: a conversion built on them describes everything and reads nothing."""
+
+    def unread() -> Any:
+        raise RuntimeError("header-only tensor: config_only must not read weights")
+
+    out = {}
+    for name, (code, shape) in shapes.items():
+        dtype = FLOAT_DTYPES.get(code)
+        if dtype is None:
+            raise CanonicalFileError(f"tensor {name!r} has dtype {code}")
+        out[name] = LazyArray(tuple(shape), dtype, unread)
+    return out
+
+
 def npz_arrays(path: Path) -> dict[str, LazyArray]:
     """Every array of a .npz file, unread (shapes come from each member's .npy header)."""
     import numpy as np

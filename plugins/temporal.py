@@ -29,7 +29,7 @@ from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 from saereg.sae_config import temporal_attention_shapes
 
-from ._tensors import mapped, safetensors_arrays, uniform_dtype
+from ._tensors import header_arrays, mapped, safetensors_arrays, uniform_dtype
 
 _PATH = re.compile(r"/layer_(\d+)/temporal$")
 CONF = "conf.yaml"
@@ -60,9 +60,25 @@ class TemporalFormat(Format):
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         folder = entry.path.rstrip("/")
+        arrays = safetensors_arrays(local_files[f"{folder}/{WEIGHTS}"])
+        return self._canonical(entry, local_files, arrays)
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        weights = f"{entry.path.rstrip('/')}/{WEIGHTS}"
+        return self._canonical(entry, local_files, header_arrays(tensor_shapes[weights]))[0]
+
+    def _canonical(
+        self, entry: SAEEntry, local_files: Mapping[str, Path], arrays: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        folder = entry.path.rstrip("/")
         conf = _read_conf(local_files[f"{folder}/{CONF}"], f"{folder}/{CONF}")
         where = f"{folder}/{WEIGHTS}"
-        arrays = safetensors_arrays(local_files[f"{folder}/{WEIGHTS}"])
         config = _config(conf, f"{folder}/{CONF}")
         d_in, d_sae = config["d_in"], config["d_sae"]
         expected: dict[str, tuple[int, ...]] = {"D": (d_sae, d_in)}

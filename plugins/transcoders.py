@@ -38,7 +38,7 @@ from saereg.canonical import CanonicalFileError, LazyArray
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
-from ._tensors import require, safetensors_arrays, transposed, uniform_dtype
+from ._tensors import header_arrays, require, safetensors_arrays, transposed, uniform_dtype
 
 _MWHANNA_FILE = re.compile(r"^layer_(\d+)\.safetensors$")
 _MWHANNA_TENSORS = frozenset(
@@ -102,7 +102,20 @@ class MwhannaTranscoderFormat(Format):
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        arrays = safetensors_arrays(local_files[entry.path])
+        return self._canonical(entry, safetensors_arrays(local_files[entry.path]))
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        return self._canonical(entry, header_arrays(tensor_shapes[entry.path]))[0]
+
+    def _canonical(
+        self, entry: SAEEntry, arrays: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         require(arrays, ("W_enc", "W_dec", "b_enc", "b_dec"), entry.path)
         # circuit-tracer loads these files with a strict load_state_dict: anything else
         # (e.g. log_thresholds) means math it would refuse too.
@@ -164,6 +177,31 @@ class MntssCLTFormat(Format):
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        layer = self._layer(entry)
+        enc_file, dec_file = f"W_enc_{layer}.safetensors", f"W_dec_{layer}.safetensors"
+        enc = safetensors_arrays(local_files[enc_file])
+        dec = safetensors_arrays(local_files[dec_file])
+        return self._canonical(entry, local_files, enc, dec)
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        layer = self._layer(entry)
+        enc = header_arrays(tensor_shapes[f"W_enc_{layer}.safetensors"])
+        dec = header_arrays(tensor_shapes[f"W_dec_{layer}.safetensors"])
+        return self._canonical(entry, local_files, enc, dec)[0]
+
+    def _canonical(
+        self,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        enc: Mapping[str, Any],
+        dec: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         import yaml
 
         layer = self._layer(entry)
@@ -174,8 +212,6 @@ class MntssCLTFormat(Format):
         if not isinstance(raw, dict):
             raise CanonicalFileError("config.yaml must be a mapping")
         enc_file, dec_file = f"W_enc_{layer}.safetensors", f"W_dec_{layer}.safetensors"
-        enc = safetensors_arrays(local_files[enc_file])
-        dec = safetensors_arrays(local_files[dec_file])
         require(enc, (f"W_enc_{layer}", f"b_enc_{layer}", f"b_dec_{layer}"), enc_file)
         require(dec, (f"W_dec_{layer}",), dec_file)
         _check_2d(enc[f"W_enc_{layer}"], f"W_enc_{layer}", enc_file)
@@ -185,9 +221,10 @@ class MntssCLTFormat(Format):
                 f"{dec_file}: W_dec_{layer} has shape {list(w_dec.shape)}; expected "
                 "[d_sae, n_target_layers, d_out] (one decoder per target layer)"
             )
+        dec_path = local_files.get(dec_file, Path(dec_file))  # absent for config_only
         tensors: dict[str, Any] = {
             "W_enc": transposed(enc[f"W_enc_{layer}"]),
-            "W_dec": summed_over_targets(local_files[dec_file], f"W_dec_{layer}", w_dec),
+            "W_dec": summed_over_targets(dec_path, f"W_dec_{layer}", w_dec),
             "b_enc": enc[f"b_enc_{layer}"],
             "b_dec": enc[f"b_dec_{layer}"],
         }

@@ -191,3 +191,21 @@ def test_streamed_transpose_and_target_sum_in_several_blocks(tmp_path: Path) -> 
     lazy = safetensors_arrays(tmp_path / "d.safetensors")["d"]
     summed = summed_over_targets(tmp_path / "d.safetensors", "d", lazy, rows=3).load()
     torch.testing.assert_close(summed, dec.sum(dim=1))
+
+
+@pytest.mark.parametrize(
+    ("case", "weights"),
+    [
+        (mwhanna_transcoder.CASES[1], ["layer_3.safetensors"]),
+        (mntss_clt.CASES[1], ["W_enc_2.safetensors", "W_dec_2.safetensors"]),
+        (temporal.CASES[0], ["latest_ckpt.safetensors"]),
+    ],
+    ids=["mwhanna", "mntss", "temporal"],
+)
+def test_config_without_downloading_weights(hubenv, case: LayoutCase, weights: list[str]) -> None:
+    from saereg.loading import load_config
+
+    ref = serve(hubenv, case)
+    cfg = load_config(ref)
+    assert not [p for w in weights for p in hubenv.hf_cache.rglob(w)]  # headers only
+    assert cfg == saereg.load_sae(ref).cfg.replace(source=cfg.source)
