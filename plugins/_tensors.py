@@ -19,6 +19,11 @@ from typing import Any
 
 from saereg.canonical import FLOAT_DTYPES, CanonicalFileError, LazyArray, read_header
 
+#: Local files by repository path, and safetensors headers by file ({tensor: (code,
+#: shape)}): the arguments of `Format.config_only`.
+Files = Mapping[str, Path]
+Headers = Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]]
+
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:

@@ -29,7 +29,7 @@ from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 from saereg.sae_config import temporal_attention_shapes
 
-from ._tensors import header_arrays, mapped, safetensors_arrays, uniform_dtype
+from ._tensors import Files, Headers, header_arrays, mapped, safetensors_arrays, uniform_dtype
 
 _PATH = re.compile(r"/layer_(\d+)/temporal$")
 CONF = "conf.yaml"
@@ -64,11 +64,7 @@ class TemporalFormat(Format):
         return self._canonical(entry, local_files, arrays)
 
     def config_only(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        local_files: Mapping[str, Path],
-        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+        self, release: Release, entry: SAEEntry, local_files: Files, tensor_shapes: Headers
     ) -> dict[str, Any] | None:
         weights = f"{entry.path.rstrip('/')}/{WEIGHTS}"
         return self._canonical(entry, local_files, header_arrays(tensor_shapes[weights]))[0]

@@ -38,7 +38,15 @@ from saereg.canonical import CanonicalFileError, LazyArray
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
-from ._tensors import header_arrays, require, safetensors_arrays, transposed, uniform_dtype
+from ._tensors import (
+    Files,
+    Headers,
+    header_arrays,
+    require,
+    safetensors_arrays,
+    transposed,
+    uniform_dtype,
+)
 
 _MWHANNA_FILE = re.compile(r"^layer_(\d+)\.safetensors$")
 _MWHANNA_TENSORS = frozenset(
@@ -105,11 +113,7 @@ class MwhannaTranscoderFormat(Format):
         return self._canonical(entry, safetensors_arrays(local_files[entry.path]))
 
     def config_only(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        local_files: Mapping[str, Path],
-        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+        self, release: Release, entry: SAEEntry, local_files: Files, tensor_shapes: Headers
     ) -> dict[str, Any] | None:
         return self._canonical(entry, header_arrays(tensor_shapes[entry.path]))[0]
 
@@ -184,11 +188,7 @@ class MntssCLTFormat(Format):
         return self._canonical(entry, local_files, enc, dec)
 
     def config_only(
-        self,
-        release: Release,
-        entry: SAEEntry,
-        local_files: Mapping[str, Path],
-        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+        self, release: Release, entry: SAEEntry, local_files: Files, tensor_shapes: Headers
     ) -> dict[str, Any] | None:
         layer = self._layer(entry)
         enc = header_arrays(tensor_shapes[f"W_enc_{layer}.safetensors"])

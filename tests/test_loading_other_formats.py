@@ -96,40 +96,34 @@ def test_release_width_disagreeing_with_the_files_is_refused(hubenv) -> None:
         load_with(hubenv, goodfire.CASES[0], {}, d_sae=65536)
 
 
+def mwhanna_file(**change: Any) -> dict[str, bytes]:
+    """A layer_3.safetensors (d_in 8, d_sae 24) with tensors changed (None: left out)."""
+    t = {
+        "W_enc": torch.zeros(24, 8),
+        "W_dec": torch.zeros(24, 8),
+        "b_enc": torch.zeros(24),
+        "b_dec": torch.zeros(8),
+        **change,
+    }
+    return {"layer_3.safetensors": st_save({n: v for n, v in t.items() if v is not None})}
+
+
 def test_mwhanna_missing_decoder(hubenv) -> None:
-    case = mwhanna_transcoder.CASES[0]
-    t = {"W_enc": torch.zeros(24, 8), "b_enc": torch.zeros(24), "b_dec": torch.zeros(8)}
     with refused(r"layer_3.safetensors lacks tensor\(s\) W_dec \(it has: W_enc, b_dec, b_enc\)"):
-        load_with(hubenv, case, {"layer_3.safetensors": st_save(t)})
+        load_with(hubenv, mwhanna_transcoder.CASES[0], mwhanna_file(W_dec=None))
 
 
 def test_mwhanna_skip_of_the_wrong_shape(hubenv) -> None:
-    case = mwhanna_transcoder.CASES[0]
-    t = {
-        "W_enc": torch.zeros(24, 8),
-        "W_dec": torch.zeros(24, 8),
-        "b_enc": torch.zeros(24),
-        "b_dec": torch.zeros(8),
-        "W_skip": torch.zeros(8, 6),
-    }
     with refused(r"layer_3.safetensors: W_skip has shape \[8, 6\] .* expected \[8, 8\]"):
-        load_with(hubenv, case, {"layer_3.safetensors": st_save(t)})
+        load_with(hubenv, mwhanna_transcoder.CASES[0], mwhanna_file(W_skip=torch.zeros(8, 6)))
 
 
 def test_mwhanna_unknown_tensor_is_refused(hubenv) -> None:
-    case = mwhanna_transcoder.CASES[0]
-    t = {
-        "W_enc": torch.zeros(24, 8),
-        "W_dec": torch.zeros(24, 8),
-        "b_enc": torch.zeros(24),
-        "b_dec": torch.zeros(8),
-        "log_thresholds": torch.zeros(24),
-    }
     with refused(
         r"layer_3.safetensors holds tensor\(s\) log_thresholds that a circuit-tracer "
         r"transcoder does not have"
     ):
-        load_with(hubenv, case, {"layer_3.safetensors": st_save(t)})
+        load_with(hubenv, mwhanna_transcoder.CASES[0], mwhanna_file(log_thresholds=torch.zeros(24)))
 
 
 def test_mntss_decoder_without_target_layers(hubenv) -> None:
