@@ -12,7 +12,10 @@ A format without a layout module, or with no cases, fails: it is not skipped.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import shutil
+import tempfile
 from typing import Any
 
 import pytest
@@ -30,7 +33,17 @@ PLAIN_PREFIX = "https://openaipublic.blob.core.windows.net/"
 
 
 def catalogue_formats() -> list[str]:
-    index = load_index([builtin_release_dir()])
+    """Every format the built-in release files use, from the catalogue's index. This runs
+    at collection, before the session fixture points SAEREG_CACHE at a temporary
+    directory: never compile the index into the user's own cache."""
+    own = "SAEREG_CACHE" not in os.environ
+    if own:
+        os.environ["SAEREG_CACHE"] = tempfile.mkdtemp(prefix="saereg-collect-")
+    try:
+        index = load_index([builtin_release_dir()])
+    finally:
+        if own:
+            shutil.rmtree(os.environ.pop("SAEREG_CACHE"), ignore_errors=True)
     return sorted({release["format"] for release in index.releases.values()})
 
 
