@@ -75,7 +75,7 @@ class TemporalFormat(Format):
         folder = entry.path.rstrip("/")
         conf = _read_conf(local_files[f"{folder}/{CONF}"], f"{folder}/{CONF}")
         where = f"{folder}/{WEIGHTS}"
-        config = _config(conf, f"{folder}/{CONF}")
+        config = _config(conf, f"{folder}/{CONF}", entry.norm_scaling_factor)
         d_in, d_sae = config["d_in"], config["d_sae"]
         expected: dict[str, tuple[int, ...]] = {"D": (d_sae, d_in)}
         if not conf["tied_weights"]:
@@ -137,7 +137,10 @@ def _read_conf(path: Path, where: str) -> dict[str, Any]:
     return {"dimin": int(llm["dimin"]), "tied_weights": bool(sae.get("tied_weights", True)), **sae}
 
 
-def _config(conf: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _config(conf: Mapping[str, Any], where: str, listed: float | None) -> dict[str, Any]:
+    """Canonical fields from conf.yaml. The input scale is conf's sae.scaling_factor (what
+    the publisher trained with; SAELens reads the same); the release's
+    norm_scaling_factor only stands in when conf.yaml lacks it."""
     d_in = conf["dimin"]
     d_sae = int(d_in * conf["exp_factor"])
     kind = conf["sae_diff_type"]
@@ -152,7 +155,7 @@ def _config(conf: Mapping[str, Any], where: str) -> dict[str, Any]:
             f"{where}: width {d_sae} is not divisible by bottleneck_factor x n_heads "
             f"({bottleneck} x {n_heads})"
         )
-    factor = conf.get("scaling_factor")
+    factor = conf.get("scaling_factor", listed)
     if factor is None or float(factor) <= 0:
         raise CanonicalFileError(f"{where}: sae.scaling_factor must be a positive number")
     config: dict[str, Any] = {
