@@ -3,7 +3,7 @@
     python benchmarks/bench_formats_dl_sparsify.py [--runs N] [--sparsify-d-sae 65536]
 
 Two synthetic SAEs in their publishers' exact layouts, in a pre-populated Hugging Face
-cache, each loaded offline in a fresh subprocess per run (`bench_loading.probe`):
+cache, each loaded offline in a fresh subprocess per run (`_bench.probe`):
 
 1. dictionary_learning BatchTopKSAE at the SAEBench Gemma-2-2B size: d 2304 x 16384
    latents, float32 ``ae.pt`` (torch.save of the state dict) + ``config.json``;
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 import yaml
-from bench_loading import COMMIT, probe
+from _bench import COMMIT, probe
 
 from saereg.canonical import LazyArray, write_safetensors
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from saereg.canonical import LazyArray
 
-from ._tensors import torch_load
+from ._tensors import torch_load, torch_load_mapped
 
 #: Tensors smaller than this are read eagerly (biases, buffers): not worth re-opening.
 LAZY_MIN_BYTES = 1 << 20
@@ -25,7 +25,7 @@ _FLOAT_NAMES = {"float32", "float16", "bfloat16", "float64"}
 
 def _open(path: Path, key: str | None, mmap: bool) -> Mapping[str, Any]:
     """The state dict in `path` (or its `key` entry, for wrapped training checkpoints)."""
-    state = torch_load(path, mmap=mmap)
+    state = torch_load_mapped(path)[0] if mmap else torch_load(path)
     return state[key] if key is not None else state
 
 

@@ -57,8 +57,8 @@ def config_json(dict_class: str, trainer_class: str, **trainer: Any) -> bytes:
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    y = x @ weight.float().T
-    return y + bias.float() if bias is not None else y
+    y = x @ weight.to(x.dtype).T
+    return y + bias.to(x.dtype) if bias is not None else y
 
 
 def _dense_topk(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -239,7 +239,7 @@ def jumprelu() -> LayoutCase:
     }
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        pre = x @ s["W_enc"] + s["b_enc"]  # apply_b_dec_to_input is False
+        pre = x @ s["W_enc"].to(x.dtype) + s["b_enc"]  # apply_b_dec_to_input is False
         return torch.relu(pre * (pre > s["threshold"]))
 
     return _case(
@@ -272,7 +272,7 @@ def _linear_decode(s: dict) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def _param_decode(s: dict) -> Callable[[torch.Tensor], torch.Tensor]:
     """Classes holding W_dec [F, d] as a plain parameter."""
-    return lambda f: f @ s["W_dec"] + s["b_dec"]
+    return lambda f: f @ s["W_dec"].to(f.dtype) + s["b_dec"]
 
 
 def _post_relu(s: dict, x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +334,7 @@ def matryoshka() -> LayoutCase:
     }
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        z = torch.relu((x - s["b_dec"]) @ s["W_enc"] + s["b_enc"])
+        z = torch.relu((x - s["b_dec"]) @ s["W_enc"].to(x.dtype) + s["b_enc"])
         return z * (z > s["threshold"])  # every group active at inference
 
     return _case(
