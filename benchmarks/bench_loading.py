@@ -19,54 +19,24 @@ average_l0_82, and every measurement runs offline in a fresh subprocess:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-REF = "gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"
-REPO = "models--google--gemma-scope-2b-pt-res"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import print_rows, probe, snapshot
 
-PROBE = r"""
-import json, resource, sys, time
-def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-mode, arg = sys.argv[1], sys.argv[2]
-import numpy as np, torch, safetensors.torch, saereg.loading, saereg.sae, saereg.plugins.gemma_scope
-base = rss()
-t0 = time.perf_counter()
-touch = mode.endswith("+touch")
-mode = mode.removesuffix("+touch")
-if mode == "load_sae":
-    sae = saereg.loading.load_sae(arg, quiet=True)
-    tensors = dict(sae.named_parameters())
-elif mode == "load_file":
-    tensors = safetensors.torch.load_file(arg)
-elif mode == "naive":
-    with np.load(arg) as npz:
-        tensors = {k: torch.from_numpy(npz[k]) for k in npz.files}
-if touch:  # read every byte: what a first forward pass needs
-    total = sum(float(t.sum()) for t in tensors.values())
-elapsed = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": elapsed, "peak_above_base": peak - base}))
-"""
+REF = "gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"
 
 
 def make_cache(root: Path, d_in: int, d_sae: int) -> tuple[Path, int]:
-    folder = root / "hf" / REPO / "snapshots" / COMMIT / "layer_12/width_16k/average_l0_82"
+    folder = snapshot(root / "hf", "google/gemma-scope-2b-pt-res") / REF.split("/", 1)[1]
     folder.mkdir(parents=True)
-    (root / "hf" / REPO / "refs").mkdir(parents=True)
-    (root / "hf" / REPO / "refs" / "main").write_text(COMMIT)
     rng = np.random.default_rng(0)
     arrays = {
         "W_enc": rng.standard_normal((d_in, d_sae), dtype=np.float32) * 0.02,
@@ -78,17 +48,6 @@ def make_cache(root: Path, d_in: int, d_sae: int) -> tuple[Path, int]:
     weights = sum(a.nbytes for a in arrays.values())
     np.savez(folder / "params.npz", **arrays)
     return folder / "params.npz", weights
-
-
-def probe(mode: str, arg: str, env: dict[str, str]) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode, arg],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -165,10 +124,7 @@ def main() -> int:
                 f"{statistics.median(cached_t) / statistics.median(bare_t):.2f}x (target <= 1.5x)",
             ),
         ]
-        width = max(len(r[0]) for r in rows)
-        print(f"{'benchmark':<{width}}  {'median':>11}  ratio")
-        for name, value, note in rows:
-            print(f"{name:<{width}}  {value:>11}  {note}")
+        print_rows(rows)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -332,6 +332,11 @@ def canonical_cache_path(release: str, sae_id: str, revision: str | None) -> Pat
 
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
+    if cfg.architecture == "temporal" or not cfg.topk_relu:
+        what = "temporal SAEs" if cfg.architecture == "temporal" else "TopK without a ReLU"
+        raise CanonicalFileError(
+            f"no SAELens layout runs {what} with this math; keep the canonical file"
+        )
     if cfg.normalization["kind"] == "scale":
         raise CanonicalFileError(
             "SAELens has no constant input scale factor; fold it into the weights first"
