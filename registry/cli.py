@@ -830,6 +830,11 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
         reason = exc.strerror or str(exc) or type(exc).__name__
         hint = " (check SAEREG_CACHE, SAEREG_RELEASES and the paths given)" if where else ""
         return (f"{where}: {reason}{hint}" if where else reason), EXIT_FAILURE
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8",
+            EXIT_FAILURE,
+        )
     if isinstance(exc, MemoryError):
         return "out of memory", EXIT_FAILURE
     if isinstance(exc, RecursionError):

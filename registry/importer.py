@@ -31,6 +31,7 @@ from .catalog import (
     load_yaml,
 )
 from .hookspecs import Format
+from .safeyaml import decode
 
 #: SAELens conversion_func → saereg format.
 FORMAT_OF_CONVERSION: dict[str | None, str] = {
@@ -221,7 +222,7 @@ def import_saelens(
 ) -> tuple[dict[str, str], ImportReport]:
     """Return {file name: file text} for every release, and the import report."""
     report = ImportReport()
-    data = load_yaml(upstream.read_text(encoding="utf-8"), str(upstream))
+    data = load_yaml(decode(upstream.read_bytes(), str(upstream)), str(upstream))
     observed = [read_table(t) for t in tables]
     cards = {repo: read_model_card(p) for repo, p in (model_cards or {}).items()}
     outputs: dict[str, str] = {}
