@@ -4,9 +4,10 @@
 ``SAEREG_RELEASES`` and plugin packages, and those are read by `resolve`, `list` and
 `fetch` directly. Two levels:
 
-* `safety_problems` — cheap, pure Python, run on every read of every release: names
-  that could leave the cache directory or shadow another release, paths and pins that
-  could leave the repository or base URL, duplicate ids.
+* `safety_problems` — cheap, pure Python, run on every read of a release that is not
+  built in (the built-in ones pass `saereg validate` in CI): names that could leave the
+  cache directory or shadow another release, paths and pins that could leave the
+  repository or base URL, duplicate ids.
 * `schema_problems` — the full schema and the reviewer's blocking lints, run once per
   change of a release file that is not built in (its result is cached with the parsed
   document), so `resolve` on the built-in catalogue never imports jsonschema.
