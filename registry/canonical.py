@@ -14,7 +14,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -47,16 +47,39 @@ class CanonicalFileError(SaeregError):
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a lazy tensor's bytes lie in a publisher file, and the views taken of them.
+
+    `offset` is the byte offset of the raw little-endian, C-ordered data in `path`,
+    stored with `shape` and `dtype`; `ops` are applied in order: ("transpose",) or
+    ("slice", dim, start, stop). A tensor with an origin can be memory-mapped in place
+    instead of copied (see storage.py).
+    """
+
+    path: Path
+    tensor: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    ops: tuple[tuple[Any, ...], ...] = ()
+
+    def then(self, *op: Any) -> Origin:
+        return replace(self, ops=(*self.ops, tuple(op)))
+
+
+@dataclass(frozen=True)
 class LazyArray:
     """A tensor a plugin can describe before reading it: written when its turn comes.
 
     `load` returns a numpy array or a torch tensor of exactly `shape` and `dtype`
-    (a config dtype name such as 'float32').
+    (a config dtype name such as 'float32'). `origin`, when set, says the tensor is
+    an unchanged view of bytes in a publisher file.
     """
 
     shape: tuple[int, ...]
     dtype: str
     load: Callable[[], Any]
+    origin: Origin | None = None
 
 
 def _describe(value: Any) -> tuple[tuple[int, ...], str]:
@@ -128,14 +151,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_safetensors(
     path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str], progress: bool = False
 ) -> None:
-    """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically."""
+    """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically.
+
+    Unchanged ranges of publisher files are copied by the kernel (copy_file_range), other
+    tensors written straight from their memory: no intermediate copies, one fsync."""
     described = {name: _describe(value) for name, value in tensors.items()}
     header, order = encode_header(described, metadata)
     bar = _progress_bar(sum(size for _, size in order), f"converting {path.name}", progress)
-    with bar, atomic_path(path) as tmp, tmp.open("wb") as fh:
-        fh.write(header)
+    with bar, atomic_path(path) as tmp, tmp.open("wb", buffering=0) as fh:
+        fd = fh.fileno()
+        _write_all(fd, memoryview(header))
         for name, size in order:
             value = tensors[name]
+            if _copy_origin(fd, value, size):
+                bar.update(size)
+                continue
             if isinstance(value, LazyArray):
                 value = value.load()
                 if _describe(value) != described[name]:
@@ -146,9 +176,41 @@ def write_safetensors(
             data = _as_bytes(value)
             if data.nbytes != size:
                 raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
-            fh.write(data)
+            _write_all(fd, data)
             bar.update(size)
             del value, data
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data.nbytes:
+        data = data[os.write(fd, data) :]
+
+
+def _copy_origin(fd: int, value: Any, size: int) -> bool:
+    """Copy an untransformed publisher range file-to-file; False if `value` is not one."""
+    origin = value.origin if isinstance(value, LazyArray) else None
+    if origin is None or origin.ops or (origin.shape, origin.dtype) != _describe(value):
+        return False
+    with origin.path.open("rb") as src:
+        if os.fstat(src.fileno()).st_size < origin.offset + size:
+            raise CanonicalFileError(f"{origin.path}: too short for tensor {origin.tensor!r}")
+        offset, left = origin.offset, size
+        copy = getattr(os, "copy_file_range", None)
+        while left:
+            try:
+                n = copy(src.fileno(), fd, left, offset) if copy else 0
+            except OSError:  # e.g. across file systems on old kernels
+                copy, n = None, 0
+            if not n:
+                src.seek(offset)
+                chunk = src.read(min(left, 64 << 20))
+                if not chunk:
+                    raise CanonicalFileError(f"{origin.path}: unexpected end of file")
+                _write_all(fd, memoryview(chunk))
+                n = len(chunk)
+            offset += n
+            left -= n
+    return True
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
@@ -226,8 +288,16 @@ def read_config(path: Path, *, full_schema: bool = False) -> SAEConfig:
     except json.JSONDecodeError as exc:
         raise CanonicalFileError(f"{path}: corrupted saereg config ({exc})") from None
     cfg = SAEConfig.from_dict(data, str(path), full_schema=full_schema)
-    check_shapes(cfg, tensor_shapes(header), str(path))
+    check_shapes(cfg, entry_shapes(cfg, header), str(path))
     return cfg
+
+
+def entry_shapes(cfg: SAEConfig, header: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of an entry's tensors: its file's own and, for an in-place entry, those
+    it reads from publisher files."""
+    from .storage import referenced_shapes
+
+    return {**tensor_shapes(header), **referenced_shapes(cfg)}
 
 
 def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
@@ -257,9 +327,12 @@ def write_canonical(
 ) -> Path:
     from .sae_config import validate_config
 
+    from .storage import referenced_dtypes, referenced_shapes
+
     validate_config(cfg.to_dict(), str(path))
-    check_shapes(cfg, {n: _describe(v)[0] for n, v in tensors.items()}, str(path))
-    dtypes = {_describe(v)[1] for v in tensors.values()}
+    shapes = {n: _describe(v)[0] for n, v in tensors.items()}
+    check_shapes(cfg, {**shapes, **referenced_shapes(cfg)}, str(path))
+    dtypes = {_describe(v)[1] for v in tensors.values()} | referenced_dtypes(cfg)
     if dtypes != {cfg.dtype}:
         raise ConfigError(f"{path}: tensors have dtypes {sorted(dtypes)}, config says {cfg.dtype}")
     write_safetensors(path, tensors, {METADATA_KEY: cfg.to_json(), "format": "pt"}, progress)

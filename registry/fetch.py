@@ -11,7 +11,8 @@
   ``SAEREG_URL_MIRRORS="https://openaipublic.blob.core.windows.net/=http://mirror.local/oai/"``
   (several pairs separated by commas).
 
-Every file is hashed (sha256); where a release pins a checksum, a mismatch refuses to load.
+Every file's sha256 is recorded (for LFS files in the HF cache, the one the cache names them
+by; other files are hashed); where a release pins a checksum, a mismatch refuses to load.
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def lfs_sha256(path: Path) -> str | None:
+    """The sha256 an HF cache file is already known by, without reading it: the cache
+    stores LFS files as blobs named by their sha256 (the hub's X-Linked-Etag)."""
+    real = path.resolve()
+    if real.parent.name == "blobs" and _SHA256.match(real.name):
+        return real.name
+    return None
 
 
 def cached_commit(repo_id: str, revision: str | None) -> str | None:
@@ -339,7 +352,7 @@ def fetch_files(
                 continue
             resolved = resolved or _commit_of_snapshot(local)
             paths[f.path] = local
-            hashes[f.path] = sha256_of(local)
+            hashes[f.path] = lfs_sha256(local) or sha256_of(local)
         else:
             url = source_url(release, f.path)
             try:

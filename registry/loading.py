@@ -32,7 +32,8 @@ from .fetch import (
 from .hookspecs import Format
 from .plugin_manager import get_registry
 from .resolver import resolve_entry
-from .sae_config import ConfigError, SAEConfig
+from .sae_config import METADATA_KEY, ConfigError, SAEConfig
+from .storage import missing_sources, plan_in_place
 
 if TYPE_CHECKING:
     import torch
@@ -136,6 +137,11 @@ def fetch_canonical(
         return target
     converted, tensors = fmt.convert(release, entry, fetched.paths)
     cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
+    storage, tensors = plan_in_place(
+        tensors, fetched.paths, fetched.sha256, release.repo_id, fetched.revision
+    )
+    if storage is not None:
+        cfg = cfg.replace(storage=storage)
     try:
         write_canonical(target, cfg, tensors, progress=show_progress(quiet))
     except (CanonicalFileError, ConfigError) as exc:
@@ -147,8 +153,10 @@ def _valid_canonical(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        read_header(path)
-    except CanonicalFileError:
+        _, metadata = read_header(path)
+        if '"storage"' in metadata.get(METADATA_KEY, ""):
+            return not missing_sources(read_config(path))
+    except (CanonicalFileError, ConfigError):
         return False
     return True
 

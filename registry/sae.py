@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .canonical import FLOAT_DTYPES, check_shapes, read_header, write_canonical
+from .canonical import check_shapes, read_header, write_canonical
 from .sae_config import METADATA_KEY, SAEConfig
 
 _STATE_ATTR = "saereg_norm"
@@ -103,9 +103,8 @@ class SAE(nn.Module):
         dtype: str | torch.dtype | None = None,
     ) -> SAE:
         """Load a canonical file straight onto `device`, cast to `dtype` if given."""
-        from safetensors.torch import load_file
-
-        from .canonical import read_config
+        from .canonical import entry_shapes, read_config
+        from .storage import read_tensors
 
         path = Path(path)
         cfg = read_config(path)
@@ -113,15 +112,13 @@ class SAE(nn.Module):
         if device.type == "meta":
             header, _ = read_header(path)
             tensors = {
-                n: torch.empty(
-                    info["shape"], dtype=_dtype(FLOAT_DTYPES[info["dtype"]]), device="meta"
-                )
-                for n, info in header.items()
+                n: torch.empty(shape, dtype=_dtype(cfg.dtype), device="meta")
+                for n, shape in entry_shapes(cfg, header).items()
             }
         else:
             # Memory-mapped, copy-on-write: nothing is read until used, and in-place
-            # changes never reach the file.
-            tensors = load_file(path, device=str(device))
+            # changes never reach the file (nor the publisher's, for in-place entries).
+            tensors = read_tensors(path, cfg, device)
         want = _dtype(dtype)
         if want is not None:
             tensors = {n: t.to(want) for n, t in tensors.items()}
@@ -131,7 +128,7 @@ class SAE(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write this SAE as a canonical file (atomically)."""
         tensors = {n: p.detach() for n, p in self.named_parameters() if p is not None}
-        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."))
+        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."), storage=None)
         return write_canonical(Path(path), cfg, tensors)
 
     @property
@@ -293,7 +290,10 @@ class SAE(nn.Module):
                 sliced[name] = p.clone()
         widths = tuple(v for v in self.cfg.nested_widths or () if v <= w) or None
         cfg = self.cfg.replace(
-            d_sae=w, nested_widths=widths, k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k
+            d_sae=w,
+            nested_widths=widths,
+            k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k,
+            storage=None,
         )
         return SAE.from_tensors(cfg, sliced)
 

@@ -49,6 +49,9 @@ class SAEConfig:
     nested_widths: tuple[int, ...] | None = None
     neuronpedia: str | None = None
     folded: tuple[str, ...] = field(default_factory=tuple)
+    #: None: the canonical file holds every tensor. Else which publisher files back the
+    #: tensors it lacks (an in-place entry; see storage.py).
+    storage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(
@@ -159,6 +162,9 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
         or set(norm) - {"kind"} != _NORM_PARAMS[norm["kind"]]
     ):
         fail(f"normalization {norm!r} is not valid")
+    storage = data.get("storage")
+    if storage is not None and not isinstance(storage, Mapping):
+        fail("storage must be a mapping")
     source = data.get("source")
     if not isinstance(source, Mapping) or not isinstance(source.get("files"), Mapping):
         fail("source must be a mapping with a 'files' mapping")

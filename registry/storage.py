@@ -1,0 +1,239 @@
+"""In-place entries: tensors read straight from the publisher's files in the HF cache.
+
+When a conversion only renames, transposes or slices tensors of a file that can be
+memory-mapped (safetensors, uncompressed npz), writing them again would cost a second
+copy on disk and the time to write it. Such an entry is still one canonical safetensors
+file with the config in its header, but it holds only the tensors that really changed;
+the config's ``storage`` block names, for every other tensor, the Hugging Face cache blob
+(path relative to the cache, repository, revision, sha256, size), the byte offset, dtype
+and shape of its data there, and the views to apply::
+
+    "storage": {"kind": "in_place",
+                "files": {"L5/params.safetensors": {"blob": "models--org--repo/blobs/<sha256>",
+                          "repo_id": "org/repo", "revision": "<commit>",
+                          "sha256": "<sha256>", "size": 123}},
+                "tensors": {"W_enc": {"file": "L5/params.safetensors", "tensor": "encoder.weight",
+                            "offset": 96, "dtype": "float32", "source_shape": [32, 16],
+                            "shape": [16, 32], "ops": [["transpose"]]}}}
+
+Loading maps each referenced range copy-on-write (nothing is read until used; in-place
+changes to a tensor never reach the file). A blob is identified by its sha256 (the HF
+cache names LFS blobs by it), so a new upstream revision never changes what an existing
+entry reads; a blob deleted from the HF cache makes the entry invalid (`load_sae` then
+fetches and converts again; `SAE.load` says what is missing).
+
+Set ``SAEREG_IN_PLACE=0`` to always write self-contained canonical files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .canonical import DTYPES, CODE_OF, CanonicalFileError, LazyArray, Origin
+
+if TYPE_CHECKING:
+    import torch
+
+    from .sae_config import SAEConfig
+
+IN_PLACE_ENV = "SAEREG_IN_PLACE"
+KIND = "in_place"
+
+
+class SourceFileError(CanonicalFileError):
+    """A publisher file an in-place entry reads from is missing or changed."""
+
+
+def in_place_enabled() -> bool:
+    return os.environ.get(IN_PLACE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _shape_after(shape: tuple[int, ...], ops: Any) -> tuple[int, ...]:
+    out = list(shape)
+    for op in ops:
+        if op[0] == "transpose":
+            out.reverse()
+        elif op[0] == "slice":
+            _, dim, start, stop = op
+            out[dim] = stop - start
+        else:
+            raise CanonicalFileError(f"unknown view operation {op!r} in an in-place entry")
+    return tuple(out)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    n = DTYPES[CODE_OF[dtype]][1]
+    for s in shape:
+        n *= s
+    return n
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_in_place(
+    tensors: Mapping[str, Any],
+    local_files: Mapping[str, Path],
+    sha256: Mapping[str, str],
+    repo_id: str | None,
+    revision: str | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Split a conversion's tensors into references (views of HF cache blobs) and the
+    tensors the entry file must hold. Returns (storage block or None, tensors to write)."""
+    from .fetch import hf_cache_dir
+
+    if not (in_place_enabled() and repo_id):
+        return None, dict(tensors)
+    root = hf_cache_dir().resolve()
+    by_real = {}
+    for repo_path, local in local_files.items():
+        real = local.resolve()
+        if real.is_relative_to(root) and repo_path in sha256:
+            by_real[real] = repo_path
+    files: dict[str, Any] = {}
+    refs: dict[str, Any] = {}
+    keep: dict[str, Any] = {}
+    for name, value in tensors.items():
+        origin = value.origin if isinstance(value, LazyArray) else None
+        repo_path = by_real.get(origin.path.resolve()) if origin is not None else None
+        if origin is None or repo_path is None or origin.offset % DTYPES[CODE_OF[origin.dtype]][1]:
+            keep[name] = value
+            continue
+        real = origin.path.resolve()
+        files[repo_path] = {
+            "blob": real.relative_to(root).as_posix(),
+            "repo_id": repo_id,
+            "revision": revision,
+            "sha256": sha256[repo_path],
+            "size": real.stat().st_size,
+        }
+        refs[name] = _reference(repo_path, origin)
+    if not refs:
+        return None, keep
+    return {"kind": KIND, "files": files, "tensors": refs}, keep
+
+
+def _reference(repo_path: str, origin: Origin) -> dict[str, Any]:
+    return {
+        "file": repo_path,
+        "tensor": origin.tensor,
+        "offset": origin.offset,
+        "dtype": origin.dtype,
+        "source_shape": list(origin.shape),
+        "shape": list(_shape_after(origin.shape, origin.ops)),
+        "ops": [list(op) for op in origin.ops],
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def referenced(cfg: SAEConfig) -> dict[str, Mapping[str, Any]]:
+    """{tensor name: reference} of an in-place entry ({} for a self-contained file)."""
+    storage = cfg.storage
+    if not storage:
+        return {}
+    if storage.get("kind") != KIND or not isinstance(storage.get("tensors"), Mapping):
+        raise CanonicalFileError(f"unknown storage {storage.get('kind')!r} in canonical config")
+    return dict(storage["tensors"])
+
+
+def referenced_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(ref["shape"]) for name, ref in referenced(cfg).items()}
+
+
+def referenced_dtypes(cfg: SAEConfig) -> set[str]:
+    return {ref["dtype"] for ref in referenced(cfg).values()}
+
+
+def source_files(cfg: SAEConfig) -> dict[str, Mapping[str, Any]]:
+    """{repository path: file record} of the publisher files an entry reads from."""
+    return dict((cfg.storage or {}).get("files") or {})
+
+
+def blob_path(record: Mapping[str, Any]) -> Path:
+    from .fetch import hf_cache_dir
+
+    blob = Path(record["blob"])
+    if blob.is_absolute() or ".." in blob.parts:
+        raise CanonicalFileError(f"in-place entry names a blob outside the HF cache: {blob}")
+    return hf_cache_dir() / blob
+
+
+def missing_sources(cfg: SAEConfig) -> list[str]:
+    """Why the publisher files of an in-place entry cannot be read (cheap: stat only)."""
+    problems = []
+    for repo_path, record in source_files(cfg).items():
+        where = f"{record.get('repo_id')}/{repo_path} (revision {record.get('revision')})"
+        path = blob_path(record)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{where} is no longer in the Hugging Face cache ({path})")
+            continue
+        if size != record["size"]:
+            problems.append(f"{where} has {size} bytes in the HF cache, expected {record['size']}")
+    return problems
+
+
+def check_sources(cfg: SAEConfig, where: str) -> None:
+    problems = missing_sources(cfg)
+    if problems:
+        src = cfg.source
+        raise SourceFileError(
+            f"{where}: this entry reads its weights in place from publisher files, but "
+            + "; ".join(problems)
+            + f". Run `saereg fetch {src.get('release')}/{src.get('sae_id')} --force` "
+            "(or load_sae again) to download and convert it again."
+        )
+
+
+def _map(path: Path, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
+    """A copy-on-write memory map of `nbytes` at `offset`, as a flat tensor of `dtype`."""
+    import numpy as np
+    import torch
+
+    if nbytes == 0:
+        return torch.empty(0, dtype=dtype)
+    raw = np.memmap(path, dtype=np.uint8, mode="c", offset=offset, shape=(nbytes,))
+    return torch.from_numpy(raw).view(dtype)
+
+
+def apply_ops(t: torch.Tensor, ops: Any) -> torch.Tensor:
+    for op in ops:
+        if op[0] == "transpose":
+            t = t.permute(*reversed(range(t.dim())))
+        else:
+            _, dim, start, stop = op
+            t = t.narrow(dim, start, stop - start)
+    return t
+
+
+def read_tensors(path: Path, cfg: SAEConfig, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Every tensor of a canonical entry on `device`: the entry file's own tensors and,
+    for an in-place entry, views of the publisher's files (mapped, not copied, on CPU)."""
+    import torch
+    from safetensors.torch import load_file
+
+    device = torch.device(device)
+    tensors = load_file(path, device=str(device))
+    refs = referenced(cfg)
+    if not refs:
+        return tensors
+    check_sources(cfg, str(path))
+    files = source_files(cfg)
+    for name, ref in refs.items():
+        record = files[ref["file"]]
+        shape = tuple(ref["source_shape"])
+        nbytes = _nbytes(shape, ref["dtype"])
+        if ref["offset"] < 0 or ref["offset"] + nbytes > record["size"]:
+            raise SourceFileError(f"{path}: tensor {name} lies outside {ref['file']}")
+        flat = _map(blob_path(record), ref["offset"], nbytes, getattr(torch, ref["dtype"]))
+        t = apply_ops(flat.reshape(shape), ref["ops"])
+        if tuple(t.shape) != tuple(ref["shape"]):
+            raise SourceFileError(f"{path}: tensor {name} maps to {list(t.shape)}")
+        tensors[name] = t if device.type == "cpu" else t.to(device)
+    return tensors
