@@ -326,7 +326,6 @@ def write_canonical(
     path: Path, cfg: SAEConfig, tensors: Mapping[str, Any], progress: bool = False
 ) -> Path:
     from .sae_config import validate_config
-
     from .storage import referenced_dtypes, referenced_shapes
 
     validate_config(cfg.to_dict(), str(path))

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .canonical import DTYPES, CODE_OF, CanonicalFileError, LazyArray, Origin
+from .canonical import CODE_OF, DTYPES, CanonicalFileError, LazyArray, Origin
 
 if TYPE_CHECKING:
     import torch
