@@ -153,9 +153,12 @@ def mapped(
     return fn(value)
 
 
-def _view(value: Any, fn: Callable[[Any], Any], shape: tuple[int, ...], *op: Any) -> Any:
-    """Like `mapped` for a pure view (transpose, slice): the origin is kept, with `op`."""
-    out = mapped(value, fn, shape=shape)
+def _view(
+    value: Any, fn: Callable[[Any], Any], shape: tuple[int, ...], *op: Any, dtype: str | None = None
+) -> Any:
+    """Like `mapped` for a view the loader can redo (transpose, slice, dtype cast): the
+    origin is kept, with `op` appended."""
+    out = mapped(value, fn, shape=shape, dtype=dtype)
     if isinstance(value, LazyArray) and value.origin is not None:
         out = dataclasses.replace(out, origin=value.origin.then(*op))
     return out
@@ -171,7 +174,7 @@ def as_float32(value: Any) -> Any:
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t.to(torch.float32)
 
-    return mapped(value, cast, dtype="float32")
+    return _view(value, cast, _shape(value), "cast", "float32", dtype="float32")
 
 
 def transposed(value: Any) -> Any:

@@ -352,12 +352,22 @@ def canonical_cache_path(release: str, sae_id: str, revision: str | None) -> Pat
     )
 
 
+def fold_input_scale(tensors: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """The same SAE without its constant input scale s (for layouts that have none):
+    SAE(s·x)/s == SAE'(x) with W_enc·s, and W_dec, b_dec, W_skip divided by s."""
+    out = dict(tensors)
+    out["W_enc"] = tensors["W_enc"] * factor
+    for name in ("W_dec", "b_dec", "W_skip"):
+        if name in tensors:
+            out[name] = tensors[name] * (1.0 / factor)
+    return out
+
+
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
     if cfg.normalization["kind"] == "scale":
-        raise CanonicalFileError(
-            "SAELens has no constant input scale factor; fold it into the weights first"
-        )
+        tensors = fold_input_scale(tensors, float(cfg.normalization["factor"]))
+        cfg = replace(cfg, normalization={"kind": "none"})
     arch = cfg.architecture
     if cfg.transcoder:
         arch = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(arch, "")

@@ -264,6 +264,8 @@ class SAE(nn.Module):
                 y = y + state.mean
             if state.head_shape is not None and not self.cfg.transcoder:
                 y = y.unflatten(-1, state.head_shape)
+        elif kind == "scale":  # a constant: no statistics of the input needed
+            y = y * (1.0 / float(self.cfg.normalization["factor"]))
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ copy on disk and the time to write it. Such an entry is still one canonical safe
 file with the config in its header, but it holds only the tensors that really changed;
 the config's ``storage`` block names, for every other tensor, the Hugging Face cache blob
 (path relative to the cache, repository, revision, sha256, size), the byte offset, dtype
-and shape of its data there, and the views to apply::
+and shape of its data there, and the views to apply (transpose, slice, or a dtype cast,
+which is done in memory when loading: the file on disk stays the publisher's)::
 
     "storage": {"kind": "in_place",
                 "files": {"L5/params.safetensors": {"blob": "models--org--repo/blobs/<sha256>",
@@ -59,9 +60,16 @@ def _shape_after(shape: tuple[int, ...], ops: Any) -> tuple[int, ...]:
         elif op[0] == "slice":
             _, dim, start, stop = op
             out[dim] = stop - start
-        else:
+        elif op[0] != "cast":
             raise CanonicalFileError(f"unknown view operation {op!r} in an in-place entry")
     return tuple(out)
+
+
+def _dtype_after(dtype: str, ops: Any) -> str:
+    for op in ops:
+        if op[0] == "cast":
+            dtype = op[1]
+    return dtype
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
@@ -146,7 +154,7 @@ def referenced_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
 
 
 def referenced_dtypes(cfg: SAEConfig) -> set[str]:
-    return {ref["dtype"] for ref in referenced(cfg).values()}
+    return {_dtype_after(ref["dtype"], ref["ops"]) for ref in referenced(cfg).values()}
 
 
 def source_files(cfg: SAEConfig) -> dict[str, Mapping[str, Any]]:
@@ -203,9 +211,13 @@ def _map(path: Path, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tens
 
 
 def apply_ops(t: torch.Tensor, ops: Any) -> torch.Tensor:
+    import torch
+
     for op in ops:
         if op[0] == "transpose":
             t = t.permute(*reversed(range(t.dim())))
+        elif op[0] == "cast":
+            t = t.to(getattr(torch, op[1]))
         else:
             _, dim, start, stop = op
             t = t.narrow(dim, start, stop - start)
