@@ -37,9 +37,8 @@ X = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
 
 def publish_saelens(hubenv, files: dict, name: str = "st", folder: str = "sae", **sae) -> str:
     commit = hubenv.hub.add_commit(REPO, files)
-    hubenv.add_release(
-        name, release_yaml(name, "saelens", [{"id": folder, "path": folder, **HOOK, **sae}], repo_id=REPO)
-    )
+    entry = {"id": folder, "path": folder, **HOOK, **sae}
+    hubenv.add_release(name, release_yaml(name, "saelens", [entry], repo_id=REPO))
     return f"{name}/{folder}", commit
 
 
@@ -64,9 +63,11 @@ def test_safetensors_sae_is_read_in_place(hubenv) -> None:
     assert path.stat().st_size < 4096 < len(weights)
     assert cfg.storage["kind"] == "in_place"
     record = cfg.storage["files"]["sae/sae_weights.safetensors"]
-    assert record["sha256"] == hashlib.sha256(weights).hexdigest() == cfg.source["files"][
-        "sae/sae_weights.safetensors"
-    ]
+    assert (
+        record["sha256"]
+        == hashlib.sha256(weights).hexdigest()
+        == cfg.source["files"]["sae/sae_weights.safetensors"]
+    )
     assert (record["repo_id"], record["revision"], record["size"]) == (REPO, commit, len(weights))
     assert set(cfg.storage["tensors"]) == {"W_enc", "W_dec", "b_enc", "b_dec"}
 
@@ -245,7 +246,7 @@ def test_publisher_blob_deleted_from_the_hf_cache(hubenv, monkeypatch) -> None:
     blob = blob_of(hubenv, files["sae/sae_weights.safetensors"])
     blob.unlink()
     # reading the entry directly: a clear error, never wrong tensors
-    with pytest.raises(SourceFileError, match="no longer in the Hugging Face cache.*--force"):
+    with pytest.raises(SourceFileError, match=r"no longer in the Hugging Face cache.*--force"):
         SAE.load(path)
     # offline: load_sae says what to do
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -258,7 +259,7 @@ def test_publisher_blob_deleted_from_the_hf_cache(hubenv, monkeypatch) -> None:
 
 
 def test_truncated_publisher_blob_is_not_read(hubenv) -> None:
-    files, t = saelens_folder("sae")
+    files, _ = saelens_folder("sae")
     ref, _ = publish_saelens(hubenv, files)
     path = fetch_canonical(ref, quiet=True)
     blob = blob_of(hubenv, files["sae/sae_weights.safetensors"])
