@@ -685,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="release files to rewrite in place")
     p.set_defaults(func=cmd_migrate)
 
+    from .cache_cli import add_parser as add_cache_parser
+
+    add_cache_parser(sub)
+
     p = sub.add_parser("plugins", help="list installed plugins and their formats")
     p.add_argument("--json", action="store_true", help="print plugins as JSON")
     p.set_defaults(func=cmd_plugins)

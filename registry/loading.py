@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .cache import mark_used
 from .canonical import (
     CanonicalFileError,
     canonical_cache_path,
@@ -119,6 +120,12 @@ def fetch_canonical(
     ref: str, *, revision: str | None = None, force: bool = False, quiet: bool | None = None
 ) -> Path:
     """Download and convert `ref` once; return the canonical file's path."""
+    path = _fetch_canonical(ref, revision, force, quiet)
+    mark_used(path)  # for `saereg cache ls` / `prune --older-than`
+    return path
+
+
+def _fetch_canonical(ref: str, revision: str | None, force: bool, quiet: bool | None) -> Path:
     release, entry = resolve_entry(ref)
     if not force:
         hit = _cached_for_hub(release, entry, revision)
