@@ -4,8 +4,9 @@ What the hub's own ``hf cache scan`` / ``delete`` are for its cache, for saereg'
 entries are ``$SAEREG_CACHE/canonical/RELEASE/ID@REVISION.safetensors``. An in-place
 entry is small and reads its weights from publisher files in the HF cache; those files
 belong to the hub's cache and are never deleted here (their share is reported, so a
-user can see what `hf cache delete` would break). "Last use" is the entry file's access
-time, which `load_sae` / `fetch_canonical` set on every load.
+user can see what `hf cache delete` would break). "Last use" is the entry file's
+modification time, which `load_sae` / `fetch_canonical` set on every load (access times
+are unreliable: relatime mounts, and reading a header for `ls` would update them).
 No torch import: every command reads headers only (and hashes files for `verify`).
 """
 
@@ -62,7 +63,6 @@ class Entry:
     sae_id: str
     revision: str
     size: int
-    created: float
     last_used: float
     storage: str  # "file", "in_place" or "unreadable"
     sources: list[Source] = field(default_factory=list)
@@ -81,7 +81,6 @@ class Entry:
             "size": self.size,
             "publisher_bytes": sum(s.size for s in self.sources),
             "sources_present": all(s.present for s in self.sources),
-            "created": self.created,
             "last_used": self.last_used,
             "problem": self.problem,
         }
@@ -92,9 +91,9 @@ def canonical_root() -> Path:
 
 
 def mark_used(path: Path) -> None:
-    """Record a load: the access time (relatime mounts would not update it reliably)."""
+    """Record a load (the file's contents never change after it is written)."""
     with contextlib.suppress(OSError):
-        os.utime(path, (time.time(), path.stat().st_mtime))
+        os.utime(path)
 
 
 def _entry(path: Path) -> Entry:
@@ -108,7 +107,6 @@ def _entry(path: Path) -> Entry:
         unquote(revision),
         st.st_size,
         st.st_mtime,
-        st.st_atime,
         "file",
     )
     try:
@@ -134,7 +132,7 @@ def entries() -> list[Entry]:
     if not root.is_dir():
         return []
     found = [_entry(p) for p in sorted(root.glob("*/*.safetensors")) if p.is_file()]
-    return sorted(found, key=lambda e: (e.release, e.sae_id, -e.created))
+    return sorted(found, key=lambda e: (e.release, e.sae_id, -e.last_used))
 
 
 def hf_bytes(selected: Iterable[Entry]) -> int:
