@@ -117,6 +117,17 @@ def cached_commit(repo_id: str, revision: str | None) -> str | None:
     return commit if _COMMIT.match(commit) else None
 
 
+def _in_cache(repo_id: str, path: str, revision: str) -> Path | None:
+    """The cached file of a pinned commit or of a branch whose ref the cache records, found
+    without importing huggingface_hub's network stack (what hf_hub_download would return
+    offline). A snapshot link whose blob was deleted does not count."""
+    commit = cached_commit(repo_id, revision)
+    if commit is None:
+        return None
+    local = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit / path
+    return local if ".." not in Path(path).parts and local.is_file() else None
+
+
 def _commit_of_snapshot(path: Path) -> str | None:
     parts = path.parts
     if "snapshots" in parts:
@@ -150,10 +161,14 @@ def hf_download(
     quiet: bool | None = None,
 ) -> Path | None:
     """One file from the hub through huggingface_hub; None for a missing optional file."""
+    rev = revision or "main"
+    if not force:
+        hit = _in_cache(repo_id, path, rev)
+        if hit is not None:
+            return hit
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    rev = revision or "main"
     try:
         local = hf_hub_download(
             repo_id,
