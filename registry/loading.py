@@ -201,7 +201,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     if known is not None:
         cached = canonical_cache_path(release.name, entry.id, known)
         if _valid_canonical(cached):
-            return read_config(cached)
+            return read_config(cached).replace(storage=None)
     small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
     shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     weights = [f for f in files if f.weights]
@@ -214,7 +214,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
         converted = fmt.config_only(release, entry, small.paths, shapes)
         if converted is not None:
             return build_config(fmt, release, entry, converted, small.sha256, small.revision)
-    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet))
+    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet)).replace(storage=None)
 
 
 def _header_for(release: Release, path: str, revision: str | None) -> dict[str, Any] | None:

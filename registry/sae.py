@@ -118,7 +118,7 @@ class SAE(nn.Module):
         else:
             # Memory-mapped, copy-on-write: nothing is read until used, and in-place
             # changes never reach the file (nor the publisher's, for in-place entries).
-            tensors = read_tensors(path, cfg, device)
+            tensors = read_tensors(path, cfg, device, _dtype(dtype))
         cfg = cfg.replace(storage=None)  # where the bytes lie is the entry's business
         want = _dtype(dtype)
         if want is not None:

@@ -72,8 +72,22 @@ def _dtype_after(dtype: str, ops: Any) -> str:
     return dtype
 
 
+def _size(dtype: str) -> int:
+    return DTYPES[CODE_OF[dtype]][1]
+
+
+def _widening(dtype: str, ops: Any) -> bool:
+    """Whether every cast keeps every value exactly (float16/bfloat16 → float32 → float64)."""
+    for op in ops:
+        if op[0] == "cast":
+            if op[1] not in ("float32", "float64") or _size(op[1]) < _size(dtype):
+                return False
+            dtype = op[1]
+    return True
+
+
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    n = DTYPES[CODE_OF[dtype]][1]
+    n = _size(dtype)
     for s in shape:
         n *= s
     return n
@@ -107,7 +121,7 @@ def plan_in_place(
     for name, value in tensors.items():
         origin = value.origin if isinstance(value, LazyArray) else None
         repo_path = by_real.get(origin.path.resolve()) if origin is not None else None
-        if origin is None or repo_path is None or origin.offset % DTYPES[CODE_OF[origin.dtype]][1]:
+        if origin is None or repo_path is None or origin.offset % _size(origin.dtype):
             keep[name] = value
             continue
         real = origin.path.resolve()
@@ -224,9 +238,13 @@ def apply_ops(t: torch.Tensor, ops: Any) -> torch.Tensor:
     return t
 
 
-def read_tensors(path: Path, cfg: SAEConfig, device: str | torch.device) -> dict[str, torch.Tensor]:
+def read_tensors(
+    path: Path, cfg: SAEConfig, device: str | torch.device, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Every tensor of a canonical entry on `device`: the entry file's own tensors and,
-    for an in-place entry, views of the publisher's files (mapped, not copied, on CPU)."""
+    for an in-place entry, views of the publisher's files (mapped, not copied, on CPU).
+    With `dtype`, referenced tensors are cast once, straight from the publisher's dtype
+    (the same values as through the entry's own cast when that cast only widens)."""
     import torch
     from safetensors.torch import load_file
 
@@ -244,7 +262,12 @@ def read_tensors(path: Path, cfg: SAEConfig, device: str | torch.device) -> dict
         if ref["offset"] < 0 or ref["offset"] + nbytes > record["size"]:
             raise SourceFileError(f"{path}: tensor {name} lies outside {ref['file']}")
         flat = _map(blob_path(record), ref["offset"], nbytes, getattr(torch, ref["dtype"]))
-        t = apply_ops(flat.reshape(shape), ref["ops"])
+        ops = ref["ops"]
+        if dtype is not None and _widening(ref["dtype"], ops):
+            ops = [op for op in ops if op[0] != "cast"]
+        t = apply_ops(flat.reshape(shape), ops)
+        if dtype is not None:
+            t = t.to(dtype)
         if tuple(t.shape) != tuple(ref["shape"]):
             raise SourceFileError(f"{path}: tensor {name} maps to {list(t.shape)}")
         tensors[name] = t if device.type == "cpu" else t.to(device)

@@ -157,6 +157,22 @@ def test_llama_scope_transposed_and_cast_in_place(hubenv) -> None:
     torch.testing.assert_close(sae(x).double(), y_ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sae.decode(sae.encode(x)), sae(x))
     torch.testing.assert_close(sae.decode(sae.encode(x).clone()), sae(x))  # constant scale
+    # asked for the publisher's dtype: read straight from the mapped bf16 bytes, same values
+    bf = saereg.load_sae("ls/l5r", dtype="bfloat16")
+    assert bf.W_enc.dtype == torch.bfloat16
+    assert torch.equal(bf.W_enc, raw["tensors"]["encoder.weight"].T)
+    assert torch.equal(bf.W_enc.float(), sae.W_enc)
+    # export folds the input scale back into the weights, as before
+    from saereg.canonical import export_saelens
+    from saereg.storage import read_tensors
+
+    out = export_saelens(cfg, read_tensors(path, cfg, "cpu"), path.parent / "export")
+    from safetensors.torch import load_file
+
+    exported = load_file(out[1])
+    s = raw["s"]
+    torch.testing.assert_close(exported["W_enc"], sae.W_enc * s)
+    torch.testing.assert_close(exported["b_dec"], sae.b_dec / s)
 
 
 def _gemma(hubenv, npz: bytes, name: str = "gs") -> str:
