@@ -164,6 +164,16 @@ def _current(ref: str) -> tuple[str, str] | None:
     return release.name, entry.id
 
 
+def _catalogued(entry: Entry) -> bool:
+    """Whether the catalogue still lists the entry's release and SAE id (by name, no index)."""
+    from .resolver import get_release
+
+    try:
+        return get_release(entry.release).sae(entry.sae_id) is not None
+    except SaeregError:
+        return False
+
+
 def unused(all_entries: list[Entry]) -> list[Entry]:
     """Entries nothing would load any more: unreadable ones, in-place entries whose
     publisher files left the HF cache, SAEs the catalogue no longer lists, and older
@@ -171,7 +181,7 @@ def unused(all_entries: list[Entry]) -> list[Entry]:
     out = []
     newest: dict[str, Entry] = {}
     for e in all_entries:
-        if e.problem is not None or _current(e.ref) is None:
+        if e.problem is not None or not _catalogued(e):
             out.append(e)
             continue
         keep = newest.get(e.ref)

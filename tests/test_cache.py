@@ -106,10 +106,15 @@ def test_prune_unused_keeps_the_newest_revision_of_catalogued_saes(two, hubenv, 
     assert newer != two["st"]
     old = time.time() - 3600
     os.utime(two["st"], (old, old))
-    (hubenv.releases / "gs.yaml").unlink()  # no longer catalogued
+    gone = hubenv.cache / "canonical" / "gone-release" / "x@0123.safetensors"
+    gone.parent.mkdir()
+    gone.write_bytes(two["gs"].read_bytes())  # an SAE the catalogue no longer lists
+    junk = two["gs"].with_name("junk@0123.safetensors")
+    junk.write_bytes(b"not a safetensors file")
     code, out, _ = cli(capsys, "prune", "--unused")
     assert code == 0
-    assert newer.exists() and not two["st"].exists() and not two["gs"].exists()
+    assert newer.exists() and two["gs"].exists()
+    assert not two["st"].exists() and not gone.exists() and not junk.exists()
     assert "stay in the Hugging Face cache" in out
     assert two["blob"].is_file()  # the hub's cache is never touched
 
