@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 IN_PLACE_ENV = "SAEREG_IN_PLACE"
 KIND = "in_place"
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 class SourceFileError(CanonicalFileError):
@@ -59,6 +60,8 @@ def _shape_after(shape: tuple[int, ...], ops: Any) -> tuple[int, ...]:
             out.reverse()
         elif op[0] == "slice":
             _, dim, start, stop = op
+            if dim >= len(out) or stop > out[dim]:
+                raise CanonicalFileError(f"view {op!r} is out of range for shape {out}")
             out[dim] = stop - start
         elif op[0] != "cast":
             raise CanonicalFileError(f"unknown view operation {op!r} in an in-place entry")
@@ -158,9 +161,56 @@ def referenced(cfg: SAEConfig) -> dict[str, Mapping[str, Any]]:
     storage = cfg.storage
     if not storage:
         return {}
-    if storage.get("kind") != KIND or not isinstance(storage.get("tensors"), Mapping):
-        raise CanonicalFileError(f"unknown storage {storage.get('kind')!r} in canonical config")
+    _check_storage(storage)
     return dict(storage["tensors"])
+
+
+def _valid_op(op: Any) -> bool:
+    if not isinstance(op, list) or not op:
+        return False
+    if op == ["transpose"]:
+        return True
+    if op[0] == "cast":
+        return len(op) == 2 and op[1] in _FLOATS
+    return (
+        op[0] == "slice"
+        and len(op) == 4
+        and all(isinstance(v, int) and v >= 0 for v in op[1:])
+        and op[2] <= op[3]
+    )
+
+
+def _check_storage(storage: Mapping[str, Any]) -> None:
+    """The structure the loader relies on (the schema says the same; files are read
+    without jsonschema)."""
+
+    def bad(what: str) -> CanonicalFileError:
+        return CanonicalFileError(f"invalid storage block in canonical config: {what}")
+
+    if storage.get("kind") != KIND:
+        raise bad(f"unknown kind {storage.get('kind')!r}")
+    files, tensors = storage.get("files"), storage.get("tensors")
+    if not isinstance(files, Mapping) or not isinstance(tensors, Mapping):
+        raise bad("files and tensors must be mappings")
+    for path, rec in files.items():
+        if not (
+            isinstance(rec, Mapping)
+            and isinstance(rec.get("blob"), str)
+            and isinstance(rec.get("size"), int)
+            and isinstance(rec.get("sha256"), str)
+        ):
+            raise bad(f"file {path!r}")
+    for name, ref in tensors.items():
+        ok = (
+            isinstance(ref, Mapping)
+            and ref.get("file") in files
+            and isinstance(ref.get("offset"), int)
+            and ref.get("dtype") in _FLOATS
+            and all(isinstance(ref.get(k), list) for k in ("shape", "source_shape", "ops"))
+            and all(_valid_op(op) for op in ref["ops"])
+        )
+        if not ok:
+            raise bad(f"tensor {name!r}")
 
 
 def referenced_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
@@ -261,6 +311,8 @@ def read_tensors(
         nbytes = _nbytes(shape, ref["dtype"])
         if ref["offset"] < 0 or ref["offset"] + nbytes > record["size"]:
             raise SourceFileError(f"{path}: tensor {name} lies outside {ref['file']}")
+        if _shape_after(shape, ref["ops"]) != tuple(ref["shape"]):
+            raise SourceFileError(f"{path}: the views of tensor {name} do not give its shape")
         flat = _map(blob_path(record), ref["offset"], nbytes, getattr(torch, ref["dtype"]))
         ops = ref["ops"]
         if dtype is not None and _widening(ref["dtype"], ops):
