@@ -358,7 +358,7 @@ def fetch_files(
             local = hf_download(
                 release.repo_id,
                 f.path,
-                revision or release.revision,
+                resolved or revision or release.revision,  # one commit for every file
                 optional=f.optional,
                 force=force,
                 quiet=quiet,

@@ -357,3 +357,18 @@ def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path, field,
     save_file({}, bad, metadata={**metadata, METADATA_KEY: json.dumps(cfg)})
     with pytest.raises(CanonicalFileError):
         SAE.load(bad)
+
+
+def test_files_of_one_sae_come_from_one_commit(hubenv) -> None:
+    """cfg.json cached at the old commit (by load_config), the branch moved upstream, the
+    weights not cached yet: the weights are fetched at the cfg's commit, never mixed."""
+    from saereg.loading import load_config
+
+    files1, t1 = saelens_folder("sae")
+    ref, commit1 = publish_saelens(hubenv, files1)
+    load_config(ref)  # caches cfg.json only
+    files2, _ = saelens_folder("sae", d_sae=32)
+    hubenv.hub.add_commit(REPO, files2)
+    sae = saereg.load_sae(ref)
+    assert read_config(fetch_canonical(ref, quiet=True)).source["revision"] == commit1
+    saelens_matches(sae, t1)
