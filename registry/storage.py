@@ -263,15 +263,26 @@ def check_sources(cfg: SAEConfig, where: str) -> None:
         )
 
 
-def _map(path: Path, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
-    """A copy-on-write memory map of `nbytes` at `offset`, as a flat tensor of `dtype`."""
-    import numpy as np
+def _map(
+    storage: torch.UntypedStorage, offset: int, nbytes: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """`nbytes` at `offset` of a mapped file, as a flat tensor of `dtype` (no copy)."""
     import torch
 
-    if nbytes == 0:
-        return torch.empty(0, dtype=dtype)
-    raw = np.memmap(path, dtype=np.uint8, mode="c", offset=offset, shape=(nbytes,))
-    return torch.from_numpy(raw).view(dtype)
+    t = torch.empty(0, dtype=torch.uint8)
+    t.set_(storage, offset, (nbytes,))
+    return t.view(dtype)
+
+
+def _mapped_file(path: Path) -> torch.UntypedStorage:
+    """The whole file mapped private and copy-on-write, as safetensors maps its files
+    (no file descriptor stays open; pages are read when first used)."""
+    import torch
+
+    size = path.stat().st_size
+    if size == 0:
+        return torch.UntypedStorage(0)
+    return torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
 
 
 def apply_ops(t: torch.Tensor, ops: Any) -> torch.Tensor:
@@ -305,6 +316,7 @@ def read_tensors(
         return tensors
     check_sources(cfg, str(path))
     files = source_files(cfg)
+    maps: dict[str, torch.UntypedStorage] = {}
     for name, ref in refs.items():
         record = files[ref["file"]]
         shape = tuple(ref["source_shape"])
@@ -313,7 +325,9 @@ def read_tensors(
             raise SourceFileError(f"{path}: tensor {name} lies outside {ref['file']}")
         if _shape_after(shape, ref["ops"]) != tuple(ref["shape"]):
             raise SourceFileError(f"{path}: the views of tensor {name} do not give its shape")
-        flat = _map(blob_path(record), ref["offset"], nbytes, getattr(torch, ref["dtype"]))
+        if ref["file"] not in maps:
+            maps[ref["file"]] = _mapped_file(blob_path(record))
+        flat = _map(maps[ref["file"]], ref["offset"], nbytes, getattr(torch, ref["dtype"]))
         ops = ref["ops"]
         if dtype is not None and _widening(ref["dtype"], ops):
             ops = [op for op in ops if op[0] != "cast"]
