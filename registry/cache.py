@@ -288,13 +288,23 @@ def table(rows: list[Entry]) -> Iterator[str]:
         yield "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
 
 
+def downloads_bytes() -> int:
+    """Publisher files of plain-URL releases, which saereg downloads itself."""
+    root = cache_dir() / "downloads"
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+
+
 def summary(rows: list[Entry]) -> str:
     own = sum(e.size for e in rows)
     in_place = [e for e in rows if e.storage == "in_place"]
-    return (
+    text = (
         f"{len(rows)} entries, {human(own)} in {canonical_root()}; {len(in_place)} in place, "
         f"reading {human(hf_bytes(rows))} of publisher files from the Hugging Face cache"
     )
+    downloads = downloads_bytes()
+    if downloads:
+        text += f"; {human(downloads)} of plain-URL downloads in {cache_dir() / 'downloads'}"
+    return text
 
 
 def as_json(rows: list[Entry]) -> str:
@@ -304,6 +314,7 @@ def as_json(rows: list[Entry]) -> str:
             "entries": [e.to_dict() for e in rows],
             "size": sum(e.size for e in rows),
             "hf_cache_bytes": hf_bytes(rows),
+            "downloads_bytes": downloads_bytes(),
         },
         indent=2,
     )

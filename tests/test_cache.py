@@ -64,7 +64,7 @@ def test_ls_lists_entries_sizes_revisions_and_hf_share(two, capsys) -> None:
     assert by_ref["st/sae"]["publisher_bytes"] == len(two["weights"])
     assert by_ref["st/sae"]["size"] == two["st"].stat().st_size
     assert by_ref[f"gs/{GS_PATH}"]["storage"] == "file"
-    assert data["hf_cache_bytes"] == len(two["weights"])
+    assert data["hf_cache_bytes"] == len(two["weights"]) and data["downloads_bytes"] == 0
 
 
 def test_loading_records_last_use(two, capsys) -> None:
