@@ -7,6 +7,9 @@ The public API is small and stable::
     rows = saereg.list_saes(model="gemma-2-2b", hook="*resid_post")
     sae = saereg.load_sae("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82",
                           device="cuda", dtype="bfloat16")
+    with saereg.attach(hf_model, sae, mode="record") as seen:  # or a HookedTransformer
+        hf_model(input_ids)
+    seen.latents
 
 Attributes are imported lazily so that ``import saereg`` costs almost nothing: the
 resolve/list/validate paths never import torch.
@@ -21,6 +24,12 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "resolve": ".resolver",
+    "attach": ".attach",
+    "Attachment": ".attach",
+    "AttachError": ".attach",
+    "canonical_model": ".models",
+    "get_model": ".models",
+    "ModelInfo": ".models",
     "load_sae": ".loading",
     "load_config": ".loading",
     "fetch_canonical": ".loading",
@@ -44,8 +53,11 @@ _LAZY = {
 
 __all__ = [
     "SAE",
+    "AttachError",
+    "Attachment",
     "Format",
     "LazyArray",
+    "ModelInfo",
     "NormState",
     "PluginError",
     "Release",
@@ -57,7 +69,10 @@ __all__ = [
     "SaeregError",
     "UnknownReferenceError",
     "__version__",
+    "attach",
+    "canonical_model",
     "fetch_canonical",
+    "get_model",
     "get_release",
     "hookimpl",
     "list_saes",
@@ -67,11 +82,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .attach import AttachError, Attachment, attach
     from .canonical import LazyArray
     from .catalog import Release, SAEEntry
     from .errors import PluginError, ReleaseFileError, SaeregError, UnknownReferenceError
     from .hookspecs import Format, RemoteFile, hookimpl
     from .loading import fetch_canonical, load_config, load_sae
+    from .models import ModelInfo, canonical_model, get_model
     from .resolver import ResolvedSAE, get_release, list_saes, resolve
     from .sae import SAE, NormState
     from .sae_config import SAEConfig

@@ -19,16 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .errors import ReleaseFileError
+from .models import ModelInfo, derive_widths, get_model
 
-try:  # libyaml is ~10x faster; fall back to the pure-Python loader where it is missing.
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+if TYPE_CHECKING:
+    import yaml
 
 CURRENT_SCHEMA = 1
 
@@ -45,6 +42,10 @@ INHERITABLE = (
     "dataset",
     "hook_name_out",
 )
+
+#: The models table, relative to a release directory (a subfolder, so that it is never
+#: taken for a release file).
+MODELS_FILE = "models/models.yaml"
 
 #: Fields every SAE must state (in the entry or through defaults), even if only as null.
 REQUIRED_SAE_FIELDS = ("hook_name", "hook_layer", "d_sae", "context_size", "normalize_activations")
@@ -259,10 +260,26 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def __getattr__(name: str) -> Any:
+    # yaml is imported on first use: the resolve path reads compiled JSON only, and
+    # importing yaml costs a few milliseconds of every short-lived `saereg resolve`.
+    if name == "_Loader":
+        import yaml
+
+        loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster
+        globals()["_Loader"] = loader
+        return loader
+    if name == "_Dumper":
+        return _make_dumper()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_yaml(text: str, where: str) -> Any:
+    import yaml
+
     try:
         with gc_paused():
-            return yaml.load(text, Loader=_Loader)
+            return yaml.load(text, Loader=__getattr__("_Loader"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -278,6 +295,7 @@ def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Rel
     """
     where = source_file or doc.get("name", "<release>")
     defaults = dict(doc.get("defaults") or {})
+    model = _known_model(doc.get("model"))
     saes = []
     for i, raw in enumerate(doc.get("saes") or []):
         if not isinstance(raw, dict) or "id" not in raw or "path" not in raw:
@@ -290,13 +308,15 @@ def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Rel
             values["nested_widths"] = tuple(values["nested_widths"])
         if values.get("sha256") is not None:
             values["sha256"] = MappingProxyType(dict(values["sha256"]))
+        if model is not None:
+            derive_widths(values, model)
         saes.append(SAEEntry(**values))
     try:
         return Release(
             name=doc["name"],
             format=doc["format"],
             publisher=doc.get("publisher", "unknown"),
-            model=doc["model"],
+            model=model.name if model is not None else doc["model"],
             revision=doc.get("revision"),
             saes=tuple(saes),
             repo_id=doc.get("repo_id"),
@@ -310,6 +330,11 @@ def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Rel
         )
     except KeyError as exc:
         raise ReleaseFileError(f"{where}: missing required field {exc.args[0]!r}") from None
+
+
+def _known_model(name: Any) -> ModelInfo | None:
+    """The models-table entry of a release's `model` (None if unknown: `validate` says so)."""
+    return get_model(name) if isinstance(name, str) else None
 
 
 def read_release_file(path: str | os.PathLike[str]) -> Release:
@@ -463,23 +488,31 @@ def factor_defaults(
     return ordered, saes
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    pass
-
-
 def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
     # Short lists of numbers (nested_widths) read best inline.
     flow = all(isinstance(v, int | float) for v in data)
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
-_Dumper.add_representer(list, _represent_list)
+def _make_dumper() -> type:
+    import yaml
+
+    if "_Dumper" not in globals():
+
+        class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+            pass
+
+        _Dumper.add_representer(list, _represent_list)
+        globals()["_Dumper"] = _Dumper
+    return globals()["_Dumper"]
 
 
 def dump_release(doc: Mapping[str, Any]) -> str:
+    import yaml
+
     return yaml.dump(
         dict(doc),
-        Dumper=_Dumper,
+        Dumper=_make_dumper(),
         sort_keys=False,
         allow_unicode=True,
         width=4096,

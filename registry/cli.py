@@ -47,7 +47,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     rows = [
         ("release", info.release),
         ("id", info.id),
-        ("model", info.model),
+        ("model", info.model + (f" ({info.model_hub_id})" if info.model_hub_id else "")),
         ("publisher", info.publisher),
         ("format", info.format),
         ("repo_id" if info.repo_id else "base_url", info.repo_id or info.base_url),
@@ -67,6 +67,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     for name in ("hook_name_out", "hf_hook_name"):
         if data[name] is not None:
             rows.append((name, data[name]))
+    for name in ("hf_hook", "hf_hook_out"):
+        if data[name] is not None or name == "hf_hook":
+            hook = data[name]
+            rows.append((name, f"{hook['module']} ({hook['side']})" if hook else None))
     rows += [
         ("architecture", info.architecture),
         ("d_in", info.d_in),
@@ -147,6 +151,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .models import get_model
     from .resolver import get_release
 
     rel = get_release(args.release)
@@ -160,11 +165,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         }
     )
     hooks = list(dict.fromkeys(h for _, h in hooks))
+    model = get_model(rel.model)
+    hub = model.hub_id if model is not None else None
     summary = {
         "name": rel.name,
         "format": rel.format,
         "publisher": rel.publisher,
         "model": rel.model,
+        "model_hub_id": hub,
         "repo_id": rel.repo_id,
         "base_url": rel.base_url,
         "revision": rel.revision,
@@ -183,7 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         _print_json(summary)
         return EXIT_OK
     print(f"{rel.name}  ({rel.format} format, {len(rel.saes)} SAEs)")
-    print(f"  model       {rel.model}")
+    print(f"  model       {rel.model}" + (f" ({summary['model_hub_id']})" if hub else ""))
     print(f"  publisher   {rel.publisher}")
     print(f"  location    {rel.location}")
     print(f"  revision    {rel.revision or 'not pinned'}")
@@ -204,6 +212,27 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"    {e.id}")
     if limit is not None and len(rel.saes) > limit:
         print(f"    … {len(rel.saes) - limit} more (--all lists every id)")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import SHAPE_FIELDS, model_table
+
+    models = list(model_table())
+    if args.json:
+        _print_json([m.to_dict() for m in models])
+        return EXIT_OK
+    header = ("name", "hub_id", "family", "d_model", "layers", "heads", "d_head", "d_mlp")
+    table = [
+        (m.name, m.hub_id, m.family, *(_fmt(getattr(m, k)) for k in SHAPE_FIELDS)) for m in models
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    for row in (header, *table):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(
+        f"{len(models)} models (releases/models/models.yaml; --json adds aliases and sources)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -620,6 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list every SAE id")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "models",
+        help="list the models the catalogue knows: names, hub ids, families, shapes",
+    )
+    p.add_argument("--json", action="store_true", help="print every field, aliases included")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
         "validate",

@@ -8,6 +8,7 @@ files it was built from (name, size, mtime) and is rebuilt only when one changes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import builtin_release_dir, read_releases, release_files
+from .catalog import MODELS_FILE, builtin_release_dir, read_releases, release_files
 from .settings import cache_dir
 
 INDEX_VERSION = 1
@@ -67,6 +68,11 @@ def _fingerprint(dirs: Sequence[Path]) -> list[list[Any]]:
         for path in release_files(d):
             st = path.stat()
             fp.append([str(path), st.st_size, st.st_mtime_ns])
+    # Rows hold canonical model names and derived widths: the models tables count too.
+    for table in dict.fromkeys(d / MODELS_FILE for d in [builtin_release_dir(), *dirs]):
+        if table.is_file():
+            st = table.stat()
+            fp.append([str(table), st.st_size, st.st_mtime_ns])
     return fp
 
 
@@ -128,3 +134,36 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:
         return
+
+
+def load_model_docs(path: Path) -> list[dict[str, Any]]:
+    """The entries of a models table (releases/models/models.yaml), compiled to JSON.
+
+    The compiled copy sits beside the catalogue index, keyed by the file's path, size and
+    mtime, so the resolve path reads a small JSON file and never imports yaml. Full
+    checking is `saereg validate` (schemas/model.v1.json).
+    """
+    from .errors import ReleaseFileError
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ReleaseFileError(f"{path}: cannot read the models table: {exc.strerror}") from None
+    stamp = [str(path.resolve()), st.st_size, st.st_mtime_ns, INDEX_VERSION]
+    digest = hashlib.sha256(stamp[0].encode()).hexdigest()[:16]
+    target = cache_dir() / "index" / f"models-v{INDEX_VERSION}-{digest}.json"
+    try:
+        with target.open(encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached.get("stamp") == stamp:
+            return list(cached["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from .catalog import load_yaml
+
+    doc = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ReleaseFileError(f"{path}: a models table is a mapping with a 'models:' list")
+    _write_atomically(target, {"stamp": stamp, "models": models})
+    return models

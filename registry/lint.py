@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import INHERITABLE, REQUIRED_SAE_FIELDS, layer_of_hook, release_files
+from .catalog import INHERITABLE, MODELS_FILE, REQUIRED_SAE_FIELDS, layer_of_hook, release_files
+from .model_lint import check_models_table, lint_model
 from .refs import close_matches
 from .schema import Finding, ParsedFile, check_schema, read_and_check
 
@@ -181,6 +182,7 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
                 "missing-norm-factor",
                 "hint",
             )
+    lint_model(parsed, doc)
 
 
 def validate_paths(
@@ -200,8 +202,13 @@ def validate_paths(
     formats = list(formats)
     result = ValidationResult()
     targets: list[Path] = []
+    tables: list[Path] = []
     for p in paths:
         targets.extend(release_files(p) if p.is_dir() else [p])
+        table = p / MODELS_FILE if p.is_dir() else p
+        if table.as_posix().endswith(MODELS_FILE):
+            tables.append(table)
+    targets = [t for t in targets if t not in tables]
     target_files = {str(t.resolve()) for t in targets}
     names: dict[str, str] = {
         name: file
@@ -221,6 +228,8 @@ def validate_paths(
             _cross_file(parsed, doc, names, neuronpedia)
         result.files.append(str(path))
         result.findings.extend(parsed.findings)
+    for table in (t for t in tables if t.is_file()):
+        result.findings.extend(check_models_table(table).findings)
     return result
 
 

@@ -31,6 +31,7 @@ from .fetch import (
     show_progress,
 )
 from .hookspecs import Format
+from .models import hf_hooks
 from .plugin_manager import get_registry
 from .resolver import resolve_entry
 from .sae_config import METADATA_KEY, ConfigError, SAEConfig
@@ -83,6 +84,7 @@ def build_config(
         "hf_hook_name": entry.hf_hook_name,
         "hook_layer": entry.hook_layer,
         "model": release.model,
+        **hf_hooks(release.model, entry),
         "context_size": entry.context_size,
         "dataset": entry.dataset,
         "nested_widths": list(entry.nested_widths) if entry.nested_widths else None,

@@ -24,6 +24,7 @@ from .catalog import (
     release_names,
 )
 from .errors import UnknownReferenceError
+from .models import hf_hooks, model_matches
 from .refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
 
 NEURONPEDIA_URL = "https://www.neuronpedia.org/"
@@ -37,6 +38,7 @@ class ResolvedSAE:
     release: str
     id: str
     model: str
+    model_hub_id: str | None
     publisher: str
     format: str
     repo_id: str | None
@@ -47,6 +49,8 @@ class ResolvedSAE:
     hook_layer: int | None
     hook_name_out: str | None
     hf_hook_name: str | None
+    hf_hook: Mapping[str, str] | None
+    hf_hook_out: Mapping[str, str] | None
     architecture: str | None
     d_in: int | None
     d_out: int | None
@@ -69,10 +73,12 @@ class ResolvedSAE:
 
     @classmethod
     def from_release(cls, release: Release, entry: SAEEntry) -> ResolvedSAE:
+        hooks = hf_hooks(release.model, entry)
         return cls(
             release=release.name,
             id=entry.id,
             model=release.model,
+            model_hub_id=hooks["model_hub_id"],
             publisher=release.publisher,
             format=release.format,
             repo_id=release.repo_id,
@@ -83,6 +89,8 @@ class ResolvedSAE:
             hook_layer=entry.hook_layer,
             hook_name_out=entry.hook_name_out,
             hf_hook_name=entry.hf_hook_name,
+            hf_hook=hooks["hf_hook"],
+            hf_hook_out=hooks["hf_hook_out"],
             architecture=entry.architecture,
             d_in=entry.d_in,
             d_out=entry.d_out,
@@ -262,7 +270,8 @@ def list_saes(
 ) -> list[dict[str, Any]]:
     """SAEs of the whole catalogue matching every filter given (globs: `*`, `?`, `[...]`).
 
-    `model` matches the release's model name, case-insensitively, as a glob;
+    `model` is any name of the model (canonical, hub id, alias; case-insensitive) or a
+    glob over those names;
     `width` is d_sae.
     """
     from .index import ROW_FIELDS, load_index
@@ -273,7 +282,7 @@ def list_saes(
         name
         for name, rel in index.releases.items()
         if _glob(name, release)
-        and _glob(rel["model"], model)
+        and model_matches(rel["model"], model)
         and (format is None or rel["format"] == format)
     }
     rows = [

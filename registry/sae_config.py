@@ -44,6 +44,9 @@ class SAEConfig:
     hf_hook_name: str | None = None
     hook_layer: int | None = None
     model: str | None = None
+    model_hub_id: str | None = None
+    hf_hook: Mapping[str, str] | None = None
+    hf_hook_out: Mapping[str, str] | None = None
     context_size: int | None = None
     dataset: str | None = None
     nested_widths: tuple[int, ...] | None = None

@@ -28,6 +28,21 @@ saes:
   hook_layer: 3
 """
 
+# A plugin's release directory may ship a models table for models saereg does not know.
+TOY_MODELS = """\
+schema: 1
+models:
+  - name: toy-model
+    hub_id: toylab/toy-model
+    family: llama
+    d_model: 24
+    n_layers: 4
+    n_heads: 2
+    d_head: 12
+    d_mlp: 48
+    source: https://huggingface.co/toylab/toy-model/blob/main/config.json
+"""
+
 
 def make_distribution(
     root: Path,
@@ -67,6 +82,7 @@ TOY_PLUGIN = """
 def toy_env(tmp_path: Path) -> dict[str, str]:
     env = make_distribution(tmp_path, TOY_PLUGIN)
     write(tmp_path / "toy_releases" / "toy-release.yaml", TOY_RELEASE)
+    write(tmp_path / "toy_releases" / "models" / "models.yaml", TOY_MODELS)
     return env
 
 
@@ -102,6 +118,7 @@ def test_plugin_release_dirs_resolve_and_validate(toy_env: dict[str, str], tmp_p
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["format"], data["publisher"], data["hook_layer"]) == ("toy", "Toy Lab", 3)
+    assert (data["d_in"], data["hf_hook"]["module"]) == (24, "model.layers.3")  # its own table
     listed = run_saereg("list", "--format", "toy", "--json", env=toy_env)
     assert [r["id"] for r in json.loads(listed.stdout)] == ["layer_3"]
     checked = run_saereg("validate", str(tmp_path / "toy_releases"), env=toy_env)

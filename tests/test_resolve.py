@@ -51,7 +51,8 @@ def test_cli_resolve_prints_every_field(capsys: pytest.CaptureFixture[str]) -> N
         "neuronpedia_url     https://www.neuronpedia.org/gpt2-small/8-res-jb",
         "l0                  60",
         "variance_explained  0.9",
-        "d_in                unknown",
+        "d_in                768",
+        "hf_hook             transformer.h.8 (input)",
     ):
         assert line in out
 

@@ -81,6 +81,7 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
     )
     assert resolved.returncode == 0, resolved.stderr
     assert "neuronpedia         gpt2-small/8-res-jb" in resolved.stdout
+    assert "d_in                768" in resolved.stdout  # the models table ships too
     validated = subprocess.run(
         [str(saereg_cli), "validate", "--no-hints"],
         capture_output=True,
@@ -94,3 +95,15 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
         [str(saereg_cli), "plugins"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert "gemma_scope" in plugins.stdout and "built-in" in plugins.stdout
+    # The catalogue page's HTML, CSS and JavaScript ship as package data.
+    docs = subprocess.run(
+        [str(saereg_cli), "docs", "--out", str(tmp_path / "docs")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert docs.returncode == 0, docs.stderr
+    assert (tmp_path / "docs" / "catalogue.html").read_text() == (
+        REPO / "docs" / "catalogue.html"
+    ).read_text()
