@@ -124,9 +124,10 @@ def plan_in_place(
     for name, value in tensors.items():
         origin = value.origin if isinstance(value, LazyArray) else None
         repo_path = by_real.get(origin.path.resolve()) if origin is not None else None
-        if origin is None or repo_path is None or origin.offset % _size(origin.dtype):
+        if repo_path is None or not _consistent(value):
             keep[name] = value
             continue
+        assert origin is not None
         real = origin.path.resolve()
         files[repo_path] = {
             "blob": real.relative_to(root).as_posix(),
@@ -139,6 +140,23 @@ def plan_in_place(
     if not refs:
         return None, keep
     return {"kind": KIND, "files": files, "tensors": refs}, keep
+
+
+def _consistent(value: LazyArray) -> bool:
+    """The origin's data, with its views, is exactly what the array announces (and is
+    aligned for its dtype, so it can be mapped)."""
+    o = value.origin
+    if o is None or o.dtype not in _FLOATS or o.offset % _size(o.dtype):
+        return False
+    try:
+        after = _shape_after(o.shape, o.ops)
+    except (CanonicalFileError, IndexError, TypeError, ValueError):
+        return False
+    return (
+        all(_valid_op(list(op)) for op in o.ops)
+        and after == tuple(value.shape)
+        and _dtype_after(o.dtype, o.ops) == value.dtype
+    )
 
 
 def _reference(repo_path: str, origin: Origin) -> dict[str, Any]:

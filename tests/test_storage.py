@@ -372,3 +372,30 @@ def test_files_of_one_sae_come_from_one_commit(hubenv) -> None:
     sae = saereg.load_sae(ref)
     assert read_config(fetch_canonical(ref, quiet=True)).source["revision"] == commit1
     saelens_matches(sae, t1)
+
+
+def test_only_consistent_origins_are_referenced(tmp_path, monkeypatch) -> None:
+    """A plugin's LazyArray whose origin does not describe it exactly is written, not mapped."""
+    from saereg.canonical import LazyArray, Origin
+    from saereg.storage import plan_in_place
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    blob = tmp_path / "models--a--b" / "blobs" / ("0" * 64)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(bytes(64))
+    good = Origin(blob, "w", 8, (2, 3), "float32")
+
+    def lazy(shape, dtype, origin):
+        return LazyArray(shape, dtype, lambda: None, origin)
+
+    tensors = {
+        "ok": lazy((3, 2), "float32", good.then("transpose")),
+        "wrong_shape": lazy((2, 3), "float32", good.then("transpose")),
+        "wrong_dtype": lazy((2, 3), "float16", good),
+        "misaligned": lazy((2, 3), "float32", Origin(blob, "w", 6, (2, 3), "float32")),
+        "bad_op": lazy((2, 3), "float32", good.then("negate")),
+    }
+    storage, keep = plan_in_place(
+        tensors, {"w.safetensors": blob}, {"w.safetensors": "0" * 64}, "a/b", "c" * 40
+    )
+    assert set(storage["tensors"]) == {"ok"} and set(keep) == set(tensors) - {"ok"}
