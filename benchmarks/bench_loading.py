@@ -86,7 +86,7 @@ schema: 1
 name: bench-saelens
 format: saelens
 publisher: bench
-model: gpt2-small
+model: bench-model
 repo_id: {ST_REPO}
 saes:
   - id: blocks.8.hook_resid_pre
