@@ -2,7 +2,9 @@
 
 Writing streams tensor by tensor (a plugin may hand over lazy arrays that are read only
 when written), so converting a large publisher file never holds two copies of the
-weights. Files appear atomically: written to a temporary name, fsynced, renamed.
+weights; unchanged ranges of publisher files are copied by the kernel. Files appear
+atomically: written to a temporary name, fsynced once, renamed. Entries that read their
+large tensors in place from the publisher's files are described in storage.py.
 Reading the config needs only the header, never torch.
 """
 

@@ -129,6 +129,9 @@ def plan_in_place(
             continue
         assert origin is not None
         real = origin.path.resolve()
+        if origin.offset + _nbytes(origin.shape, origin.dtype) > real.stat().st_size:
+            keep[name] = value  # a plugin bug; writing it will fail with a clear error
+            continue
         files[repo_path] = {
             "blob": real.relative_to(root).as_posix(),
             "repo_id": repo_id,
