@@ -28,11 +28,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import cache
 
+    from functools import lru_cache
+
+    from .fetch import sha256_of
+
     rows = [e for ref in args.refs for e in cache.matching(ref)] if args.refs else cache.entries()
+    hasher = lru_cache(maxsize=None)(sha256_of)  # a blob several entries read: hashed once
     failed = 0
     report = []
     for e in rows:
-        problems = cache.verify(e)
+        problems = cache.verify(e, hasher)
         failed += bool(problems)
         report.append({"ref": e.ref, "revision": e.revision, "problems": problems})
         if not args.json:
