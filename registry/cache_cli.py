@@ -26,10 +26,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import cache
-
     from functools import lru_cache
 
+    from . import cache
     from .fetch import sha256_of
 
     rows = [e for ref in args.refs for e in cache.matching(ref)] if args.refs else cache.entries()
