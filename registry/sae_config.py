@@ -174,19 +174,20 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Any:
-    from jsonschema import Draft202012Validator
-
+def config_schema() -> dict[str, Any]:
     with (builtin_schema_dir() / f"sae.v{CONFIG_VERSION}.json").open(encoding="utf-8") as fh:
-        schema = json.load(fh)
-    return Draft202012Validator(schema)
+        return dict(json.load(fh))
 
 
 def validate_config(data: Mapping[str, Any], where: str = "config") -> None:
-    errors = sorted(_validator().iter_errors(dict(data)), key=lambda e: list(map(str, e.path)))
+    """Against schemas/sae.v1.json, with minischema (jsonschema's import alone costs more
+    than the rest of a first load; tests hold the two to the same verdicts)."""
+    from .minischema import iter_errors
+
+    errors = sorted(iter_errors(config_schema(), dict(data)), key=lambda e: list(map(str, e[0])))
     if errors:
         lines = []
-        for e in errors:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
-            lines.append(f"{path}: {e.message}")
+        for where_in, message in errors:
+            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where_in)
+            lines.append(f"{path}: {message}")
         raise ConfigError(f"{where}: invalid canonical config: " + "; ".join(lines))
