@@ -60,8 +60,8 @@ class SAEConfig:
     def from_dict(
         cls, data: Mapping[str, Any], where: str = "config", *, full_schema: bool = True
     ) -> SAEConfig:
-        """Validate and build. `full_schema=False` (reading files saereg wrote) checks the
-        structure by hand instead of importing jsonschema, which costs ~0.1 s per process."""
+        """Validate and build. `full_schema=False` (reading files saereg wrote) checks only
+        the structure, by hand, instead of walking the whole schema."""
         values = {"config_version": CONFIG_VERSION, **data}
         if full_schema:
             validate_config(values, where)
