@@ -329,17 +329,16 @@ def test_npz_origin_points_at_the_array_bytes(tmp_path) -> None:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("offset", 10**9),  # beyond the publisher file
-        ("file", "elsewhere.safetensors"),  # names no recorded file
-        ("ops", [["slice", 0, 0, 999]]),  # out of range
-        ("ops", [["cast", "os.system"]]),
-        ("dtype", "int64"),
-    ],
-)
-def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path, field, value) -> None:
+TAMPERED = [
+    ("offset", 10**9),  # beyond the publisher file
+    ("file", "elsewhere.safetensors"),  # names no recorded file
+    ("ops", [["slice", 0, 0, 999]]),  # out of range
+    ("ops", [["cast", "os.system"]]),
+    ("dtype", "int64"),
+]
+
+
+def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path) -> None:
     import json
 
     from safetensors.torch import save_file
@@ -351,12 +350,13 @@ def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path, field,
     ref, _ = publish_saelens(hubenv, files)
     path = fetch_canonical(ref, quiet=True)
     _, metadata = read_header(path)
-    cfg = json.loads(metadata[METADATA_KEY])
-    cfg["storage"]["tensors"]["W_enc"][field] = value
-    bad = tmp_path / "bad.safetensors"
-    save_file({}, bad, metadata={**metadata, METADATA_KEY: json.dumps(cfg)})
-    with pytest.raises(CanonicalFileError):
-        SAE.load(bad)
+    for field, value in TAMPERED:
+        cfg = json.loads(metadata[METADATA_KEY])
+        cfg["storage"]["tensors"]["W_enc"][field] = value
+        bad = tmp_path / "bad.safetensors"
+        save_file({}, bad, metadata={**metadata, METADATA_KEY: json.dumps(cfg)})
+        with pytest.raises(CanonicalFileError):
+            SAE.load(bad)
 
 
 def test_files_of_one_sae_come_from_one_commit(hubenv) -> None:
