@@ -13,10 +13,10 @@ their sha256, snapshot symlinks, refs/main), as `hf_hub_download` leaves them:
   data happens to be aligned and writes the others).
 
 Every measurement runs offline in a fresh subprocess with torch, numpy, safetensors and
-huggingface_hub already imported (the in-process cost; imports are the same for every
-library), page cache warm, and ends after reading every tensor once (what a first forward
-pass needs; safetensors and in-place loads map files lazily, so stopping earlier would time
-nothing). Peak RSS is measured above the process's baseline after those imports.
+saereg already imported (benchmarks/_bench.py: the in-process cost), page cache warm, and
+ends after reading every tensor once (what a first forward pass needs; safetensors and
+in-place loads map files lazily, so stopping earlier would time nothing). Peak RSS is
+measured above the process's baseline after those imports.
 Baselines: `safetensors.torch.load_file` of the publisher's file, `np.load` of the npz, and
 `cp` + fsync of the same bytes for the conversion's write speed. Big files are deleted at
 the end.
@@ -39,47 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import COMMIT, print_rows, probe
+
 ST_REF = "bench-saelens/blocks.8.hook_resid_pre"
 ST_REPO = "bench/saelens-saes"
 NPZ_REF = "gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82"
 NPZ_REPO = "google/gemma-scope-2b-pt-res"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-PROBE = r"""
-import json, sys, time
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-mode, arg = sys.argv[1], sys.argv[2]
-import numpy as np, torch, safetensors.torch, huggingface_hub
-import saereg.loading, saereg.sae, saereg.plugins.gemma_scope, saereg.plugins.saelens
-base = status("VmRSS")
-t0 = time.perf_counter()
-written = []
-if mode == "fetch":  # conversion only; the canonical file's write (+ fsync) timed apart
-    import saereg.canonical as canonical
-    real = canonical.write_safetensors
-    def timed(*args, **kwargs):
-        t = time.perf_counter()
-        real(*args, **kwargs)
-        written.append(time.perf_counter() - t)
-    canonical.write_safetensors = timed
-    saereg.loading.fetch_canonical(arg, quiet=True)
-    tensors = {}
-elif mode == "load_sae":
-    sae = saereg.loading.load_sae(arg, quiet=True)
-    tensors = dict(sae.named_parameters())
-elif mode == "load_file":
-    tensors = safetensors.torch.load_file(arg)
-elif mode == "np_load":
-    with np.load(arg) as npz:
-        tensors = {k: torch.from_numpy(npz[k]) for k in npz.files}
-total = sum(float(t.sum()) for t in tensors.values())  # read every byte once
-elapsed = time.perf_counter() - t0
-peak = status("VmHWM")  # this process's own high-water mark (ru_maxrss can carry the parent's)
-print(json.dumps({"seconds": elapsed, "peak_above_base": peak - base, "write": sum(written)}))
-"""
 
 RELEASES = f"""\
 schema: 1
@@ -186,16 +152,6 @@ def make_npz(hf: Path, d_in: int, d_sae: int) -> tuple[Path, int]:
     return _hf_file(hf, NPZ_REPO, "layer_12/width_16k/average_l0_82/params.npz", write)
 
 
-def probe(mode: str, arg: str, env: dict[str, str]) -> dict[str, float]:
-    """One measurement in a fresh process (see PROBE)."""
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode, arg], env=env, capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(f"probe {mode} {arg} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def whole_process(ref: str, env: dict[str, str]) -> float:
     code = (
         "import saereg, sys; sae = saereg.load_sae(sys.argv[1], quiet=True); "
@@ -222,18 +178,8 @@ def entry_bytes(cache: Path) -> int:
     return sum(p.stat().st_size for p in (cache / "canonical").rglob("*.safetensors"))
 
 
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str]] = []
-
-    def add(self, name: str, value: str, note: str = "") -> None:
-        self.rows.append((name, value, note))
-
-    def print(self) -> None:
-        width = max(len(r[0]) for r in self.rows)
-        print(f"{'benchmark':<{width}}  {'median':>11}  ratio")
-        for name, value, note in self.rows:
-            print(f"{name:<{width}}  {value:>11}  {note}")
+def add(table: list[tuple[str, str, str]], name: str, value: str, note: str = "") -> None:
+    table.append((name, value, note))
 
 
 def med(values: list[float]) -> float:
@@ -249,17 +195,18 @@ def run_case(
     env: dict[str, str],
     root: Path,
     runs: int,
-    table: Table,
+    table: list[tuple[str, str, str]],
 ) -> None:
     cache = Path(env["SAEREG_CACHE"])
     mb = weights / 1e6
+    baseline = {"load_file": "safetensors load_file", "naive": "np.load"}[baseline_mode]
     first, extra, bare = [], [], []
     for _ in range(runs):  # interleaved, so both see the same page cache
         shutil.rmtree(cache / "canonical", ignore_errors=True)
-        first.append(probe("load_sae", ref, env))
+        first.append(probe("load_sae+touch", ref, env))
         extra.append(entry_bytes(cache))
-        bare.append(probe(baseline_mode, str(blob), env))
-    cached = [probe("load_sae", ref, env) for _ in range(runs)]
+        bare.append(probe(f"{baseline_mode}+touch", str(blob), env))
+    cached = [probe("load_sae+touch", ref, env) for _ in range(runs)]
     shutil.rmtree(cache / "canonical", ignore_errors=True)
     process_first = whole_process(ref, env)  # as a user runs it: imports included
     process_cached = whole_process(ref, env)
@@ -267,36 +214,44 @@ def run_case(
     first_s = med([r["seconds"] for r in first])
     cached_s = med([r["seconds"] for r in cached])
     peak = max(r["peak_above_base"] for r in first + cached) / 1e6
-    table.add(f"{label}: weights", f"{mb:8.1f} MB")
-    table.add(f"{label}: {baseline_mode} + read every tensor", f"{base_s:8.3f} s", "baseline")
-    table.add(
+    add(table, f"{label}: weights", f"{mb:8.1f} MB")
+    add(table, f"{label}: {baseline} + read every tensor", f"{base_s:8.3f} s", "baseline")
+    add(
+        table,
         f"{label}: first load_sae + read",
         f"{first_s:8.3f} s",
         f"{first_s / base_s:.2f}x baseline (target <= 1.5x)",
     )
-    table.add(
+    add(
+        table,
         f"{label}: cached load_sae + read",
         f"{cached_s:8.3f} s",
         f"{cached_s / base_s:.2f}x baseline (target <= 1.5x)",
     )
-    table.add(
+    add(
+        table,
         f"{label}: extra disk (canonical entry)",
         f"{med(extra) / 1e6:8.3f} MB",
         f"{100 * med(extra) / weights:.3f} % of the weights",
     )
-    table.add(
+    add(
+        table,
         f"{label}: peak RSS above baseline (any load)",
         f"{peak:8.1f} MB",
         f"{peak / mb:.2f}x weights (target <= 1.2x)",
     )
-    table.add(
+    add(
+        table,
         f"{label}: whole process, first / cached load_sae + read",
         f"{process_first:5.2f} / {process_cached:.2f} s",
         "python start-up and imports included (one run each)",
     )
     base_peak = max(r["peak_above_base"] for r in bare) / 1e6
-    table.add(
-        f"{label}: {baseline_mode} peak RSS", f"{base_peak:8.1f} MB", f"{base_peak / mb:.2f}x"
+    add(
+        table,
+        f"{label}: {baseline} peak RSS",
+        f"{base_peak:8.1f} MB",
+        f"{base_peak / mb:.2f}x",
     )
 
 
@@ -310,7 +265,7 @@ def main() -> int:
     parser.add_argument("--skip-st", action="store_true", help="skip the safetensors case")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="saereg-bench-load-"))
-    table = Table()
+    table: list[tuple[str, str, str]] = []
     try:
         hf = root / "hf"
         (root / "releases").mkdir()
@@ -342,9 +297,7 @@ def main() -> int:
         npz, size = make_npz(hf, args.npz_d_in, args.npz_d_sae)
         weights = 4 * (2 * args.npz_d_in * args.npz_d_sae + 2 * args.npz_d_sae + args.npz_d_in)
         copy_env = {**env, "SAEREG_IN_PLACE": "0"}
-        run_case(
-            "npz, converted", NPZ_REF, "np_load", npz, weights, copy_env, root, args.runs, table
-        )
+        run_case("npz, converted", NPZ_REF, "naive", npz, weights, copy_env, root, args.runs, table)
         # conversion write speed against cp + fsync of the same bytes
         convert, cp = [], []
         for _ in range(args.runs):
@@ -355,21 +308,23 @@ def main() -> int:
         cp_mbps = size / 1e6 / med(cp)
         write_mbps = weights / 1e6 / med([r["write"] for r in convert])
         mbps = size / 1e6 / med([r["seconds"] for r in convert])
-        table.add("npz: cp + fsync of the same bytes", f"{cp_mbps:8.0f} MB/s", "baseline")
-        table.add(
+        add(table, "npz: cp + fsync of the same bytes", f"{cp_mbps:8.0f} MB/s", "baseline")
+        add(
+            table,
             "npz: canonical file write (stream + fsync)",
             f"{write_mbps:8.0f} MB/s",
             f"{write_mbps / cp_mbps:.2f}x cp",
         )
-        table.add(
+        add(
+            table,
             "npz: whole fetch_canonical (resolve, config, convert, write)",
             f"{mbps:8.0f} MB/s",
             f"{mbps / cp_mbps:.2f}x cp",
         )
         run_case(
-            "npz, default storage", NPZ_REF, "np_load", npz, weights, env, root, args.runs, table
+            "npz, default storage", NPZ_REF, "naive", npz, weights, env, root, args.runs, table
         )
-        table.print()
+        print_rows(table)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -7,8 +7,12 @@ Pickles are read with ``torch.load(weights_only=True)``: no code in them runs.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import json
+import mmap
+import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +26,11 @@ from saereg.canonical import (
     Origin,
     read_header_from,
 )
+
+#: Local files by repository path, and safetensors headers by file ({tensor: (code,
+#: shape)}): the arguments of `Format.config_only`.
+Files = Mapping[str, Path]
+Headers = Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]]
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -81,6 +90,22 @@ def _npz_origin(
     return Origin(path, member[: -len(".npy")], offset, tuple(shape), name)
 
 
+def header_arrays(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, LazyArray]:
+    """Tensors known only from a safetensors header ({name: (dtype code, shape)}), for
+    `config_only`: a conversion built on them describes everything and reads nothing."""
+
+    def unread() -> Any:
+        raise RuntimeError("header-only tensor: config_only must not read weights")
+
+    out = {}
+    for name, (code, shape) in shapes.items():
+        dtype = FLOAT_DTYPES.get(code)
+        if dtype is None:
+            raise CanonicalFileError(f"tensor {name!r} has dtype {code}")
+        out[name] = LazyArray(tuple(shape), dtype, unread)
+    return out
+
+
 def npz_arrays(path: Path) -> dict[str, LazyArray]:
     """Every array of a .npz file, unread (shapes come from each member's .npy header).
     Uncompressed members carry their origin in the archive, so they can be mapped."""
@@ -121,12 +146,29 @@ def npz_arrays(path: Path) -> dict[str, LazyArray]:
 
 def torch_load(path: Path) -> dict[str, Any]:
     """A pickled state dict, read without executing code (weights_only=True)."""
+    return _torch_load(path, mmap=False)[0]
+
+
+def torch_load_mapped(path: Path) -> tuple[dict[str, Any], bool]:
+    """Like `torch_load`, but the tensors of zip-format files stay in the file
+    (memory-mapped, private) until read. Returns (state dict, whether it is mapped);
+    legacy-format pickles cannot be mapped and are read whole."""
+    return _torch_load(path, mmap=True)
+
+
+def _torch_load(path: Path, *, mmap: bool) -> tuple[dict[str, Any], bool]:
     import pickle
 
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not mmap or "mmap" not in str(exc):
+                raise
+            mmap = False
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CanonicalFileError(
             f"{path.name} contains objects other than tensors and plain values (the pickle "
@@ -137,7 +179,65 @@ def torch_load(path: Path) -> dict[str, Any]:
         raise CanonicalFileError(f"{path.name} is not a readable PyTorch file: {exc}") from None
     if not isinstance(data, Mapping):
         raise CanonicalFileError(f"{path.name} holds a {type(data).__name__}, not a state dict")
-    return dict(data)
+    return dict(data), mmap
+
+
+#: How much of a source matrix a streamed transpose reads at a time.
+_BLOCK_BYTES = 8 << 20
+
+
+def _drop_mapped_pages(t: Any) -> None:
+    """Tell the kernel the pages behind a memory-mapped (private, file-backed) tensor are
+    no longer needed, so they leave this process's RSS; a later read maps them again
+    from the file. Only ever called on tensors `torch_load_mapped` mapped (on ordinary
+    memory, MADV_DONTNEED would zero the data). Linux only; elsewhere a no-op."""
+    madvise = _madvise()
+    if madvise is None:
+        return
+    page = mmap.PAGESIZE
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi > lo:
+        madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+
+
+def transposed_mapped(value: Any, mapped: bool, *, rows: int | None = None) -> LazyArray:
+    """The transpose of a 2-d tensor, built block by block. When `mapped` (from
+    `torch_load_mapped`), the source pages are released as it goes, so converting holds
+    one copy of the tensor, not two."""
+
+    def load() -> Any:
+        import torch
+
+        src = value
+        out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
+        step = rows or max(1, _BLOCK_BYTES // max(1, src.shape[1] * src.element_size()))
+        for i in range(0, src.shape[0], step):
+            block = src[i : i + step]
+            out[:, i : i + step] = block.T
+            if mapped:
+                _drop_mapped_pages(block)
+        return out
+
+    return LazyArray((int(value.shape[1]), int(value.shape[0])), _dtype_name(value), load)
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def mapped(
@@ -162,6 +262,16 @@ def _view(
     if isinstance(value, LazyArray) and value.origin is not None:
         out = dataclasses.replace(out, origin=value.origin.then(*op))
     return out
+
+
+def uniform_dtype(config: dict[str, Any], tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """Tensors in one dtype (float32 if the file mixes them); sets config['dtype']."""
+    dtypes = {str(t.dtype).removeprefix("torch.") for t in tensors.values()}
+    if len(dtypes) == 1:
+        config["dtype"] = dtypes.pop()
+        return dict(tensors)
+    config["dtype"] = "float32"
+    return {n: as_float32(t) for n, t in tensors.items()}
 
 
 def as_float32(value: Any) -> Any:

@@ -1,5 +1,9 @@
 """qresearch's DeepSeek-R1-Distill-Llama-8B SAE: one ``…-SAE-l{layer}.pt`` state dict
-in nn.Linear layout (``encoder.weight``, ``decoder.weight``)."""
+in nn.Linear layout (``encoder.weight``, ``decoder.weight``, their biases).
+
+Math: f = ReLU(x @ encoder.weightᵀ + encoder.bias), x̂ = f @ decoder.weightᵀ +
+decoder.bias; no b_dec subtraction, no normalization. Kept in the file's dtype.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ from typing import Any
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
 
+from ._pickled import LinearPickleFormat, keys_of
+
 _FILE = re.compile(r"-SAE-l(\d+)\.pt$")
 
 
-class DeepSeekR1Format(Format):
+class DeepSeekR1Format(LinearPickleFormat):
     name = "deepseek_r1"
+    keys = keys_of("encoder.weight", "decoder.weight", "encoder.bias", "decoder.bias", linear=True)
     summary = "qresearch DeepSeek-R1-Distill-Llama-8B SAE (.pt state dict)"
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:

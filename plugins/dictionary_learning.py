@@ -1,5 +1,9 @@
 """saprmarks/dictionary_learning checkpoints: ``{path}/ae.pt`` + ``{path}/config.json``.
 
+The dictionary class named in ``config.json`` (``trainer.dict_class``) decides how the
+state dict in ``ae.pt`` maps to the canonical SAE; see ``_dl_classes`` for each class's
+math as the publisher's package (dictionary-learning 0.1.0) computes it.
+
 Paths look like ``{sweep}/resid_post_layer_{L}[_checkpoints]/trainer_{N}[_step_S]``;
 sweep names carry the width (``width-2pow14``), the architecture and sometimes the
 context length (``ctx128``).
@@ -8,10 +12,16 @@ context length (``ctx128``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
+
+from ._common import FolderFormat
+from ._dl_classes import CONFIG, WEIGHTS, canonical_config, convert_state
+from ._tensors import read_json
 
 _LAYER = re.compile(r"(?:^|/)resid_post_layer_(\d+)(?:_checkpoints)?/trainer_\d+(?:_step_\d+)?$")
 _WIDTH = re.compile(r"width-2pow(\d+)")
@@ -31,9 +41,10 @@ _ARCH_TOKENS = (
 _D_MODEL = {"gemma-2-2b": 2304, "pythia-70m-deduped": 512}
 
 
-class DictionaryLearningFormat(Format):
+class DictionaryLearningFormat(FolderFormat):
     name = "dictionary_learning"
     summary = "saprmarks/dictionary_learning (ae.pt + config.json)"
+    config_file, weights_file = CONFIG, WEIGHTS
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _LAYER.search(entry.path)
@@ -63,6 +74,36 @@ class DictionaryLearningFormat(Format):
         if release.model in _D_MODEL:
             out["d_in"] = _D_MODEL[release.model]
         return out
+
+    def _config_json(self, entry: SAEEntry, local_files: Mapping[str, Path]) -> dict[str, Any]:
+        path = f"{entry.path.rstrip('/')}/{CONFIG}"
+        return read_json(local_files[path], path)
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        """config.json names the class and its widths: enough without ae.pt."""
+        config = canonical_config(self._config_json(entry, local_files), entry.path.rstrip("/"))
+        return None if config is None else _catalogue_first(config, entry)
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        folder = entry.path.rstrip("/")
+        raw = self._config_json(entry, local_files)
+        config, tensors = convert_state(raw, local_files[f"{folder}/{WEIGHTS}"], folder)
+        return _catalogue_first(config, entry), tensors
+
+
+def _catalogue_first(config: dict[str, Any], entry: SAEEntry) -> dict[str, Any]:
+    """config.json's context length only where the release states none."""
+    if entry.context_size is not None:
+        config.pop("context_size", None)
+    return config
 
 
 @hookimpl

@@ -1,5 +1,11 @@
 """Goodfire's Llama 3.x residual SAEs: one pickled state dict (``encoder_linear``,
-``decoder_linear``) at the repository root, named ``…-SAE-l{layer}.pt[h]``."""
+``decoder_linear``) at the repository root, named ``…-SAE-l{layer}.pt[h]``.
+
+Math (Goodfire's announcement; SAELens checks the same against Goodfire's module):
+f = ReLU(x @ encoder_linear.weightᵀ + encoder_linear.bias), x̂ = f @ decoder_linear.weightᵀ
++ decoder_linear.bias. No b_dec subtraction, no input normalization. Both weights are
+nn.Linear [out, in]: W_enc and W_dec are their transposes. Kept in the file's dtype.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,23 @@ from typing import Any
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
 
+from ._pickled import LinearPickleFormat, keys_of
+
 _FILE = re.compile(r"-SAE-l(\d+)\.pth?$")
 #: Published sizes: residual width by model family, and the (fixed) dictionary width.
 _D_IN = {"Llama-3.1-8B": 4096, "Llama-3.3-70B": 8192}
 _D_SAE = 65536
 
 
-class GoodfireFormat(Format):
+class GoodfireFormat(LinearPickleFormat):
     name = "goodfire"
+    keys = keys_of(
+        "encoder_linear.weight",
+        "decoder_linear.weight",
+        "encoder_linear.bias",
+        "decoder_linear.bias",
+        linear=True,
+    )
     summary = "Goodfire Llama 3.x SAEs (.pt/.pth state dict)"
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:

@@ -1,16 +1,28 @@
 """Qwen Scope: TopK SAEs on Qwen3 / Qwen3.5 residual streams, ``layer{L}.sae.pt``.
 
 The repository name carries the model, the width and k:
-``Qwen/SAE-Res-{model}-W{N}K-L0_{k}``.
+``Qwen/SAE-Res-{model}-W{N}K-L0_{k}``. Each file is a dict ``W_enc [d_sae, d_in]``,
+``W_dec [d_in, d_sae]``, ``b_enc``, ``b_dec`` (both matrices [out, in]).
+
+Math, from the model card's own example: h = x @ W_encᵀ + b_enc; keep the k largest h
+*as they are* (exactly k latents non-zero, negative ones included); x̂ = f @ W_decᵀ + b_dec.
+SAELens loads these as its topk SAE, which applies a ReLU to the k values; where that
+differs (a negative value among the top k) we follow Qwen's code (`topk_relu: false`).
+k comes from the release (the repository name's L0_{k}); no b_dec subtraction.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
+
+from ._pickled import Found, LinearPickleFormat, keys_of, relu_config
 
 _REPO = re.compile(r"SAE-Res-(.+)-W(\d+)K-L0_(\d+)$")
 _FILE = re.compile(r"^layer(\d+)\.sae\.pt$")
@@ -26,8 +38,9 @@ MODEL_WIDTH = {
 }
 
 
-class QwenScopeFormat(Format):
+class QwenScopeFormat(LinearPickleFormat):
     name = "qwen_scope"
+    keys = keys_of("W_enc", "W_dec", "b_enc", "b_dec", linear=True)
     summary = "Qwen Scope TopK SAEs (layer{L}.sae.pt)"
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
@@ -54,6 +67,12 @@ class QwenScopeFormat(Format):
         if repo.group(1) in MODEL_WIDTH:
             out["d_in"] = MODEL_WIDTH[repo.group(1)]
         return out
+
+    def config(self, found: Found, local_files: Mapping[str, Path]) -> dict[str, Any]:
+        k = found.entry.k or self.describe(found.release, found.entry)["k"]
+        if not 1 <= k <= found.d_sae:
+            raise CanonicalFileError(f"{found.entry.path}: k={k} does not fit d_sae={found.d_sae}")
+        return {**relu_config(found), "architecture": "topk", "k": k, "topk_relu": False}
 
 
 @hookimpl

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
 from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.hookspecs import Format, hookimpl
 
-from ._common import TL_HOOK, tl_hook_fields
-from ._tensors import as_float32, mapped, read_json, safetensors_arrays
+from ._common import TL_HOOK, FolderFormat, tl_hook_fields
+from ._tensors import mapped, read_json, safetensors_arrays, uniform_dtype
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -40,9 +40,10 @@ _NORMALIZATION = {
 _OAI_RESAVE = re.compile(r"^v5_(32k|128k)_layer_(\d+)(?:\.pt)?$")
 
 
-class SAELensFormat(Format):
+class SAELensFormat(FolderFormat):
     name = "saelens"
     summary = "SAELens-native folders (cfg.json + sae_weights.safetensors)"
+    config_file, weights_file = CFG, WEIGHTS
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         derived: dict[str, Any] = {}
@@ -66,21 +67,7 @@ class SAELensFormat(Format):
                 )
         return derived
 
-    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
-        """Every folder holding both cfg.json and sae_weights.safetensors."""
-        files = set(listing)
-        folders = sorted(
-            p[: -len(CFG) - 1]
-            for p in files
-            if p.endswith(f"/{CFG}") and p.replace(CFG, WEIGHTS) in files
-        )
-        return [{"id": f, "path": f} for f in folders]
-
     # ------------------------------------------------------------------ weights
-
-    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
-        folder = entry.path.rstrip("/")
-        return [RemoteFile(f"{folder}/{CFG}"), RemoteFile(f"{folder}/{WEIGHTS}", weights=True)]
 
     def _paths(self, entry: SAEEntry) -> tuple[str, str]:
         folder = entry.path.rstrip("/")
@@ -114,12 +101,7 @@ class SAELensFormat(Format):
         sf = tensors.pop("scaling_factor", None)
         if sf is not None:
             tensors = self._fold_scaling_factor(tensors, sf, config)
-        dtypes = {t.dtype for t in tensors.values()}
-        if len(dtypes) != 1:
-            tensors = {n: as_float32(t) for n, t in tensors.items()}
-            dtypes = {"float32"}
-        config["dtype"] = dtypes.pop()
-        return config, tensors
+        return config, uniform_dtype(config, tensors)
 
     def _fold_scaling_factor(
         self, tensors: dict[str, Any], sf: Any, config: dict[str, Any]

@@ -53,9 +53,9 @@ class Origin:
     """Where a lazy tensor's bytes lie in a publisher file, and the views taken of them.
 
     `offset` is the byte offset of the raw little-endian, C-ordered data in `path`,
-    stored with `shape` and `dtype`; `ops` are applied in order: ("transpose",) or
-    ("slice", dim, start, stop). A tensor with an origin can be memory-mapped in place
-    instead of copied (see storage.py).
+    stored with `shape` and `dtype`; `ops` are applied in order: ("transpose",),
+    ("slice", dim, start, stop) or ("cast", dtype). A tensor with an origin can be
+    memory-mapped in place instead of copied (see storage.py).
     """
 
     path: Path
@@ -376,6 +376,11 @@ def fold_input_scale(tensors: Mapping[str, Any], factor: float) -> dict[str, Any
 
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
+    if cfg.architecture == "temporal" or not cfg.topk_relu:
+        what = "temporal SAEs" if cfg.architecture == "temporal" else "TopK without a ReLU"
+        raise CanonicalFileError(
+            f"no SAELens layout runs {what} with this math; keep the canonical file"
+        )
     if cfg.normalization["kind"] == "scale":
         tensors = fold_input_scale(tensors, float(cfg.normalization["factor"]))
         cfg = replace(cfg, normalization={"kind": "none"})

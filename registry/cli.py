@@ -525,6 +525,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             "enabled": i.enabled,
             "module": i.module,
             "formats": list(i.formats),
+            "format_details": [
+                {
+                    "name": f,
+                    "summary": registry.formats[f].summary,
+                    "loads": registry.formats[f].loads,
+                }
+                for f in i.formats
+                if f in registry.formats
+            ],
             "error": i.error,
         }
         for i in registry.infos
@@ -537,9 +546,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             "enabled" if r["enabled"] else ("failed: " + r["error"] if r["error"] else "disabled")
         )
         origin = "built-in" if r["builtin"] else "third-party"
+        describe_only = {d["name"] for d in r["format_details"] if not d["loads"]}
+        names = [f + (" (describe only)" if f in describe_only else "") for f in r["formats"]]
         print(
             f"{r['name']:<22} {r['distribution']} {r['version']:<10} {origin:<11} {state:<8} "
-            f"formats: {', '.join(r['formats']) or '-'}"
+            f"formats: {', '.join(names) or '-'}"
         )
     print(
         f"({len(rows)} plugins; set {DISABLE_ENV}=1 to disable third-party plugins, "

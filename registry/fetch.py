@@ -118,9 +118,10 @@ def cached_commit(repo_id: str, revision: str | None) -> str | None:
 
 
 def _in_cache(repo_id: str, path: str, revision: str) -> Path | None:
-    """The cached file of a pinned commit or of a branch whose ref the cache records, found
-    without importing huggingface_hub's network stack (what hf_hub_download would return
-    offline). A snapshot link whose blob was deleted does not count."""
+    """The cached file of a commit (or, offline, of the branch the cache's ref names),
+    found without importing huggingface_hub's network stack: what hf_hub_download would
+    return. Online, a branch goes through hf_hub_download, which asks the hub where it
+    points now. A snapshot link whose blob was deleted does not count."""
     commit = cached_commit(repo_id, revision)
     if commit is None:
         return None
@@ -162,7 +163,7 @@ def hf_download(
 ) -> Path | None:
     """One file from the hub through huggingface_hub; None for a missing optional file."""
     rev = revision or "main"
-    if not force:
+    if not force and (offline() or _COMMIT.match(rev)):
         hit = _in_cache(repo_id, path, rev)
         if hit is not None:
             return hit

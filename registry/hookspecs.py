@@ -46,6 +46,13 @@ class Format:
     #: One line shown by `saereg plugins`.
     summary: str = ""
 
+    @property
+    def loads(self) -> bool:
+        """Whether `load_sae` can fetch and convert this format's SAEs (it overrides
+        `files` and `convert`), or only describe them."""
+        cls = type(self)
+        return cls.files is not Format.files and cls.convert is not Format.convert
+
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         """Metadata derivable without downloading anything: any of hook_name,
         hook_layer, d_sae, d_in, d_out, context_size, normalize_activations,
@@ -84,8 +91,9 @@ class Format:
 
         `local_files` holds the files not marked `weights`; `tensor_shapes` maps each
         safetensors weights file to {tensor: (dtype, shape)} read from its header (from
-        the cache, or over HTTP range requests). Return None when only the weights can
-        tell (npz or pickle files); the core then converts the SAE fully.
+        the cache, or over HTTP range requests); it is empty when a weights file is not
+        safetensors. Return None when only the weights can tell (npz or pickle files
+        without a config naming the shapes); the core then converts the SAE fully.
         """
         return None
 

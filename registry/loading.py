@@ -216,6 +216,9 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
         converted = fmt.config_only(release, entry, small.paths, shapes)
         if converted is not None:
             return build_config(fmt, release, entry, converted, small.sha256, small.revision)
+    elif (converted := fmt.config_only(release, entry, small.paths, {})) is not None:
+        # Pickled weights, but small files that hold the whole config (dictionary_learning).
+        return build_config(fmt, release, entry, converted, small.sha256, small.revision)
     return read_config(fetch_canonical(ref, revision=revision, quiet=quiet)).replace(storage=None)
 
 

@@ -1,19 +1,44 @@
 """The canonical SAE as a torch module: one class for every publisher.
 
-encode → latents, decode → reconstruction in the space of the input, forward = both.
-The math follows the publishers' reference implementations exactly:
+encode → latents, decode → what the latents produce, in the space of the input; forward
+= the full output. The math follows the publishers' reference implementations exactly:
 
 * relu:      f = ReLU(x' @ W_enc + b_enc)
 * jumprelu:  h = x' @ W_enc + b_enc;  f = h · 1[h > threshold]   (strict >)
-* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active)
+* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active);
+             with topk_relu false (Qwen Scope), the k values as they are
 * gated:     f = 1[x' @ W_enc + b_gate > 0] · ReLU(x' @ (W_enc ⊙ exp(r_mag)) + b_mag)
-* decode:    y = f @ W_dec + b_dec (+ x @ W_skipᵀ for affine transcoders)
+* temporal:  see below
+* decode:    y = f @ W_dec + b_dec, then the input normalization undone
+* forward:   decode(encode(x)), plus skip(x) = x @ W_skipᵀ for affine transcoders
 
-where x' is the (normalized) input minus b_dec when apply_b_dec_to_input. Input
-normalizations (layer_norm with the unbiased std and eps added to the std,
+where x' is the (normalized) input minus b_dec when apply_b_dec_to_input. An affine skip
+path is never part of decode: decode(f) is what the latents produce, so attributions
+computed from it mean what they say (SAELens' skip transcoders decode so and add the
+skip in forward; circuit-tracer computes it apart, `compute_skip`); `skip(x)` exposes
+it, and forward adds it.
+
+Input normalizations (layer_norm with the unbiased std and eps added to the std,
 constant_norm_rescale, a constant scale) are undone on the way out, using statistics
 carried by the latents tensor that encode returns (`NormState`): the module itself keeps
 no per-call state, so it is safe to share between threads.
+
+Temporal SAEs (canrager/temporalSAEs, "Priors in Time") read a sequence
+x' [..., T, d_in] (scaled by the constant factor, minus b_dec) and split each token into
+what earlier tokens predict and what is novel. With r = x', z_pred = 0, and for each
+attention layer:
+
+    z   = ReLU(r @ W_enc + b_enc)                  codes of every token  [T, d_sae]
+    ctx = [0, z_0, …, z_{T-2}]                      codes shifted one token right
+    q = z @ W_qᵀ + b_q;  k = ctx @ W_kᵀ + b_k;  v = ctx @ W_vᵀ + b_v    (n_heads heads)
+    a = c_proj(causal softmax(q kᵀ / sqrt(d_head)) v)   (token t sees ctx_0..ctx_t)
+    p = ReLU(a);  d = p @ W_dec;  s = <d, r> / (‖d‖ + 1e-6)²
+    z_pred += s·p;  r -= s·d
+
+then the novel codes f = ReLU(r @ W_enc + b_enc), keeping only the k largest when k is
+set. encode(x) returns f (the interpretable latents); decode(f) is what they produce;
+forward(x) = decode(f + z_pred), the full reconstruction. The publisher's scale
+λ = 1/(4·d_in) on the encoder input is folded into W_enc at conversion (b_enc is 0).
 """
 
 from __future__ import annotations
@@ -23,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .canonical import check_shapes, read_header, write_canonical
@@ -38,7 +64,7 @@ class NormState:
     mean: torch.Tensor | None = None  # layer_norm
     scale: torch.Tensor | None = None  # multiply the output by this (std, or 1/c)
     head_shape: tuple[int, int] | None = None  # hook_z: (n_heads, d_head)
-    x_in: torch.Tensor | None = None  # affine transcoders: the raw (flattened) input
+    predicted: torch.Tensor | None = None  # temporal: the codes earlier tokens predict
 
 
 def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -72,7 +98,14 @@ class SAE(nn.Module):
         shapes = {**cfg.expected_shapes(), **cfg.optional_shapes()}
         self._optional = set(cfg.optional_shapes())
         self.register_parameter("W_skip", None)  # present only for affine transcoders
+        if cfg.temporal is not None:
+            self.attn_layers = nn.ModuleList(
+                _temporal_attention(cfg.d_sae, int(cfg.temporal["d_attn"]), device, dtype)
+                for _ in range(int(cfg.temporal["n_attn_layers"]))
+            )
         for name, shape in shapes.items():
+            if "." in name:  # a submodule's parameter (temporal attention)
+                continue
             if name in self._optional:
                 self.register_parameter(name, None)
             else:
@@ -168,21 +201,20 @@ class SAE(nn.Module):
     ) -> tuple[torch.Tensor, NormState]:
         norm = self.cfg.normalization
         kind = norm["kind"]
-        x_in = x if self.cfg.transcoder else None
         if kind == "none":
-            return x, NormState(head_shape=heads, x_in=x_in)
+            return x, NormState(head_shape=heads)
         if kind == "scale":
             factor = float(norm["factor"])
             scale = torch.tensor(1.0 / factor, dtype=x.dtype, device=x.device)
-            return x * factor, NormState(scale=scale, head_shape=heads, x_in=x_in)
+            return x * factor, NormState(scale=scale, head_shape=heads)
         if kind == "constant_norm_rescale":
             c = math.sqrt(self.cfg.d_in) / x.norm(dim=-1, keepdim=True)
-            return x * c, NormState(scale=1.0 / c, head_shape=heads, x_in=x_in)
+            return x * c, NormState(scale=1.0 / c, head_shape=heads)
         if kind == "layer_norm":
             mean = x.mean(dim=-1, keepdim=True)
             centred = x - mean
             std = centred.std(dim=-1, keepdim=True)  # unbiased, as the publishers compute it
-            return centred / (std + float(norm["eps"])), NormState(mean, std, heads, x_in)
+            return centred / (std + float(norm["eps"])), NormState(mean, std, heads)
         raise ValueError(f"unknown normalization {kind!r}")
 
     def _slice(self, width: int | None) -> int:
@@ -211,6 +243,11 @@ class SAE(nn.Module):
             xn = xn - self.b_dec
         W = self.W_enc[:, :w]
         arch = self.cfg.architecture
+        if arch == "temporal":
+            if w != self.cfg.d_sae:
+                raise ValueError("a temporal SAE has no nested widths")
+            f, h, predicted = self._temporal(xn)
+            return f, h, NormState(scale=state.scale, predicted=predicted)
         if arch == "gated":
             gate = xn @ W + self.b_gate[:w]
             mag = xn @ (W * torch.exp(self.r_mag[:w])) + self.b_mag[:w]
@@ -223,7 +260,8 @@ class SAE(nn.Module):
         elif arch == "topk":
             k = min(int(self.cfg.k or 0), w)
             top = h.topk(k, dim=-1, sorted=False)
-            f = torch.zeros_like(h).scatter(-1, top.indices, torch.relu(top.values))
+            values = torch.relu(top.values) if self.cfg.topk_relu else top.values
+            f = torch.zeros_like(h).scatter(-1, top.indices, values)
         else:
             raise ValueError(f"unknown architecture {arch!r}")
         return f, h, state
@@ -236,31 +274,29 @@ class SAE(nn.Module):
         return f
 
     def decode(self, f: torch.Tensor, norm: NormState | None = None) -> torch.Tensor:
-        """Reconstruction from latents, in the space of the input that produced them.
+        """What the latents produce, in the space of the input that produced them:
+        f @ W_dec + b_dec with the input normalization undone. Never the affine skip
+        path of a transcoder (see `skip`), nor a temporal SAE's predicted codes.
 
         The input's normalization statistics travel on the tensor `encode` returned; pass
         `norm=sae.input_norm(x)` if `f` was computed some other way.
         """
         state = norm or getattr(f, _STATE_ATTR, None)
         kind = self.cfg.normalization["kind"]
-        skip = self.W_skip is not None
-        if state is None and (kind in ("layer_norm", "constant_norm_rescale") or skip):
+        if state is None and kind in ("layer_norm", "constant_norm_rescale"):
             raise ValueError(
-                f"decode() needs the statistics of the input (normalization {kind!r}"
-                f"{', affine skip connection' if skip else ''}); "
+                f"decode() needs the statistics of the input (normalization {kind!r}); "
                 "decode the tensor encode() returned, or pass norm=sae.input_norm(x)"
             )
+        if state is None and kind == "scale":
+            state = NormState(scale=torch.tensor(1.0 / float(self.cfg.normalization["factor"])))
         w = f.shape[-1]
         if w > self.cfg.d_sae:
             raise ValueError(f"latents have {w} features, more than d_sae={self.cfg.d_sae}")
         y = f.to(self.dtype) @ self.W_dec[:w] + self.b_dec
         if state is not None:
-            if self.W_skip is not None:
-                if state.x_in is None:
-                    raise ValueError("decode() needs the input for the affine skip connection")
-                y = y + state.x_in @ self.W_skip.T
             if state.scale is not None:
-                y = y * state.scale
+                y = y * state.scale.to(y.device, y.dtype)
             if state.mean is not None:
                 y = y + state.mean
             if state.head_shape is not None and not self.cfg.transcoder:
@@ -269,13 +305,73 @@ class SAE(nn.Module):
             y = y * (1.0 / float(self.cfg.normalization["factor"]))
         return y
 
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The affine skip path of a transcoder, x @ W_skipᵀ on the raw input: the part
+        of forward(x) that no latent explains. Zeros for transcoders without one."""
+        flat, _ = self._flatten(x.to(self.dtype))
+        if self.W_skip is None:
+            if not self.cfg.transcoder:
+                raise ValueError("skip() belongs to transcoders; this SAE has no skip path")
+            return flat.new_zeros((*flat.shape[:-1], self.cfg.d_out))
+        return flat @ self.W_skip.T
+
+    def encode_with_predictions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temporal SAEs: (novel codes, codes predicted from earlier tokens)."""
+        if self.cfg.architecture != "temporal":
+            raise ValueError("encode_with_predictions() belongs to temporal SAEs")
+        f = self.encode(x)
+        predicted = getattr(f, _STATE_ATTR).predicted
+        return f, predicted
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        """The full output: decode(encode(x)), plus the predicted codes (temporal) or
+        the affine skip path (transcoders)."""
+        f = self.encode(x)
+        state: NormState = getattr(f, _STATE_ATTR)
+        if state.predicted is not None:
+            return self.decode(f + state.predicted, norm=state)
+        y = self.decode(f)
+        if self.W_skip is not None:
+            y = y + self.skip(x)
+        return y
+
+    def _temporal(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Novel codes, their pre-activations and the predicted codes (module docstring)."""
+        if xn.dim() < 2:
+            raise ValueError("a temporal SAE reads a sequence: input [..., tokens, d_in]")
+        lead = xn.shape[:-2]
+        r = xn.reshape(-1, *xn.shape[-2:])
+        assert self.cfg.temporal is not None
+        n_heads = int(self.cfg.temporal["n_heads"])
+        predicted = torch.zeros((*r.shape[:-1], self.cfg.d_sae), dtype=r.dtype, device=r.device)
+        for layer in self.attn_layers:
+            z = torch.relu(r @ self.W_enc + self.b_enc)
+            ctx = torch.cat((torch.zeros_like(z[:, :1]), z[:, :-1]), dim=1)
+            q, k, v = (
+                _heads(layer.q_target(z), n_heads),
+                _heads(layer.k_ctx(ctx), n_heads),
+                _heads(layer.v_ctx(ctx), n_heads),
+            )
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            p = torch.relu(layer.c_proj(a.transpose(1, 2).flatten(-2)))
+            d = p @ self.W_dec
+            s = (d * r).sum(-1, keepdim=True) / (d.norm(dim=-1, keepdim=True) + 1e-6).pow(2)
+            predicted = predicted + p * s
+            r = r - s * d
+        h = r @ self.W_enc + self.b_enc
+        f = torch.relu(h)
+        if self.cfg.k:
+            top = f.topk(int(self.cfg.k), dim=-1).indices
+            f = f * torch.zeros_like(f).scatter(-1, top, 1.0)
+        shape = (*lead, *xn.shape[-2:-1], self.cfg.d_sae)
+        return f.reshape(shape), h.reshape(shape), predicted.reshape(shape)
 
     # ------------------------------------------------------------------ matryoshka
 
     def truncated(self, width: int) -> SAE:
         """A smaller canonical SAE made of the first `width` latents (Matryoshka prefix)."""
+        if self.cfg.temporal is not None:
+            raise ValueError("a temporal SAE cannot be truncated (its attention mixes latents)")
         w = self._slice(width)
         sliced = {}
         for name, p in self.named_parameters():
@@ -307,6 +403,22 @@ class SAE(nn.Module):
             f"d_sae={c.d_sae}, hook={c.hook_name}, source={c.source.get('release')}/"
             f"{c.source.get('sae_id')}"
         )
+
+
+def _temporal_attention(
+    d_sae: int, d_attn: int, device: str | torch.device | None, dtype: torch.dtype | None
+) -> nn.Module:
+    """One attention layer of a temporal SAE: projections named as the publisher's."""
+    layer = nn.Module()
+    for name, width in (("k_ctx", d_attn), ("q_target", d_attn), ("v_ctx", d_sae)):
+        setattr(layer, name, nn.Linear(d_sae, width, device=device, dtype=dtype))
+    layer.c_proj = nn.Linear(d_sae, d_sae, device=device, dtype=dtype)
+    return layer
+
+
+def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """[B, T, n·d] → [B, n, T, d]."""
+    return t.unflatten(-1, (n_heads, -1)).transpose(1, 2)
 
 
 __all__ = ["METADATA_KEY", "SAE", "NormState"]

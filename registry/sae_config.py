@@ -39,6 +39,9 @@ class SAEConfig:
     config_version: int = CONFIG_VERSION
     transcoder: bool = False
     k: int | None = None
+    # topk: ReLU after choosing the k largest (the default), or keep the k values as
+    # they are (Qwen Scope's published math: exactly k latents are non-zero)
+    topk_relu: bool = True
     hook_name: str | None = None
     hook_name_out: str | None = None
     hf_hook_name: str | None = None
@@ -52,6 +55,8 @@ class SAEConfig:
     nested_widths: tuple[int, ...] | None = None
     neuronpedia: str | None = None
     folded: tuple[str, ...] = field(default_factory=tuple)
+    # architecture "temporal": {"n_heads", "n_attn_layers", "d_attn"} (see saereg.sae)
+    temporal: Mapping[str, int] | None = None
     #: None: the canonical file holds every tensor. Else which publisher files back the
     #: tensors it lacks (an in-place entry; see storage.py).
     storage: Mapping[str, Any] | None = None
@@ -76,6 +81,8 @@ class SAEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = plain_dict(self)
+        if out.get("topk_relu") is True:  # the default: files written before it stay identical
+            del out["topk_relu"]
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
@@ -88,6 +95,17 @@ class SAEConfig:
         """Cross-field rules the schema cannot express."""
         if self.architecture == "topk" and not self.k:
             raise ConfigError(f"{where}: a topk SAE needs k")
+        if (self.architecture == "temporal") != (self.temporal is not None):
+            raise ConfigError(
+                f"{where}: the 'temporal' settings go with architecture 'temporal' (and only it)"
+            )
+        if self.temporal is not None:
+            t = self.temporal
+            if self.transcoder or t["d_attn"] % t["n_heads"] or self.d_sae % t["n_heads"]:
+                raise ConfigError(
+                    f"{where}: temporal attention needs d_attn ({t['d_attn']}) and d_sae "
+                    f"({self.d_sae}) divisible by n_heads ({t['n_heads']}), and no transcoder"
+                )
         if self.k is not None and self.k > self.d_sae:
             raise ConfigError(f"{where}: k={self.k} is larger than d_sae={self.d_sae}")
         if not self.transcoder and self.d_out != self.d_in:
@@ -119,14 +137,36 @@ class SAEConfig:
             shapes["b_enc"] = (self.d_sae,)
         if self.architecture == "jumprelu":
             shapes["threshold"] = (self.d_sae,)
+        if self.temporal is not None:
+            shapes.update(temporal_attention_shapes(self.d_sae, self.temporal))
         return shapes
 
     def optional_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"W_skip": (self.d_out, self.d_in)} if self.transcoder else {}
 
 
+def temporal_attention_shapes(
+    d_sae: int, temporal: Mapping[str, int]
+) -> dict[str, tuple[int, ...]]:
+    """The attention layers of a temporal SAE, named as the publisher names them.
+
+    Projections are `F.linear` weights, [out, in] (the only canonical tensors not stored
+    as `x @ W`): the value and output projections are d_sae x d_sae, and keeping the
+    publisher's orientation means no transposed copy of them at conversion.
+    """
+    d_attn = int(temporal["d_attn"])
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(int(temporal["n_attn_layers"])):
+        for proj, width in (("k_ctx", d_attn), ("q_target", d_attn), ("v_ctx", d_sae)):
+            shapes[f"attn_layers.{i}.{proj}.weight"] = (width, d_sae)
+            shapes[f"attn_layers.{i}.{proj}.bias"] = (width,)
+        shapes[f"attn_layers.{i}.c_proj.weight"] = (d_sae, d_sae)
+        shapes[f"attn_layers.{i}.c_proj.bias"] = (d_sae,)
+    return shapes
+
+
 _ENUMS = {
-    "architecture": {"relu", "jumprelu", "topk", "gated"},
+    "architecture": {"relu", "jumprelu", "topk", "gated", "temporal"},
     "reshape": {"none", "hook_z"},
     "dtype": {"float32", "float16", "bfloat16", "float64"},
 }
@@ -158,6 +198,8 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
             fail(f"{key} {data.get(key)!r} is not one of {sorted(options)}")
     if not isinstance(data.get("apply_b_dec_to_input"), bool):
         fail("apply_b_dec_to_input must be true or false")
+    if not isinstance(data.get("topk_relu", True), bool):
+        fail("topk_relu must be true or false")
     norm = data.get("normalization")
     if (
         not isinstance(norm, Mapping)
@@ -171,6 +213,13 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
     source = data.get("source")
     if not isinstance(source, Mapping) or not isinstance(source.get("files"), Mapping):
         fail("source must be a mapping with a 'files' mapping")
+    temporal = data.get("temporal")
+    if temporal is not None and (
+        not isinstance(temporal, Mapping)
+        or set(temporal) != {"n_heads", "n_attn_layers", "d_attn"}
+        or not all(type(v) is int and v >= 1 for v in temporal.values())
+    ):
+        fail(f"temporal {temporal!r} must hold positive integers n_heads, n_attn_layers, d_attn")
 
 
 @lru_cache(maxsize=1)

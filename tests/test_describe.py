@@ -267,4 +267,5 @@ def test_every_catalogue_entry_is_consistent_with_its_format() -> None:
                     recorded = list(recorded or [])
                 assert recorded == value, f"{release.name}/{entry.id}: {key}"
             checked += 1
-    assert checked == 13857 + 8 * 12  # SAELens' catalogue + OpenAI's originals
+    # SAELens' catalogue + OpenAI's originals + EleutherAI's sparsify releases
+    assert checked == 13857 + 8 * 12 + 82

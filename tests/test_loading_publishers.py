@@ -168,8 +168,14 @@ def test_gemma_scope_2_affine_skip_transcoder(hubenv) -> None:
     assert tuple(sae.W_skip.shape) == (6, 8)
     x = RNG.normal(size=(4, 8)).astype(np.float32)
     acts, recon = jumprelu_reference(p, x)
-    close(sae(torch.from_numpy(x)), recon + x.astype(np.float64) @ p["affine_skip_connection"])
-    close(sae.encode(torch.from_numpy(x)), acts)
+    skip = x.astype(np.float64) @ p["affine_skip_connection"]
+    xt = torch.from_numpy(x)
+    close(sae.encode(xt), acts)
+    # decode is what the latents produce; the affine skip path belongs to forward only
+    close(sae.decode(sae.encode(xt)), recon)
+    close(sae.decode(sae.encode(xt) * 1.0), recon)  # needs no input statistics
+    close(sae.skip(xt), skip)
+    close(sae(xt), recon + skip)
 
 
 def test_gemma_scope_2_config_without_weights(hubenv) -> None:

@@ -107,10 +107,16 @@ def test_third_party_plugin_listed_with_provenance(toy_env: dict[str, str]) -> N
         "enabled": True,
         "module": "toyplugin",
         "formats": ["toy"],
+        "format_details": [{"name": "toy", "summary": "a test format", "loads": False}],
         "error": None,
     }
     text = run_saereg("plugins", env=toy_env).stdout
-    assert "toy                    toy-saereg 1.2.3      third-party enabled  formats: toy" in text
+    assert (
+        "toy                    toy-saereg 1.2.3      third-party enabled  "
+        "formats: toy (describe only)" in text
+    )
+    builtin = [d for p in json.loads(result.stdout) if p["builtin"] for d in p["format_details"]]
+    assert {d["name"] for d in builtin if d["loads"]} >= {"goodfire", "temporal", "mntss_clt"}
 
 
 def test_plugin_release_dirs_resolve_and_validate(toy_env: dict[str, str], tmp_path: Path) -> None:
@@ -208,8 +214,14 @@ def test_plugin_with_unknown_hook_is_disabled(tmp_path: Path) -> None:
 
 
 def test_format_base_class_refuses_weights_it_cannot_convert() -> None:
-    fmt = get_registry().format("temporal")
-    with pytest.raises(NotImplementedError, match="format 'temporal' cannot download weights"):
+    from saereg.hookspecs import Format
+
+    class DescribeOnly(Format):
+        name = "describe_only"
+
+    fmt = DescribeOnly()
+    assert not fmt.loads
+    with pytest.raises(NotImplementedError, match="format 'describe_only' cannot download weights"):
         fmt.files(None, None)  # type: ignore[arg-type]
 
 

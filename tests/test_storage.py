@@ -361,17 +361,17 @@ def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path) -> Non
 
 def test_files_of_one_sae_come_from_one_commit(hubenv) -> None:
     """cfg.json cached at the old commit (by load_config), the branch moved upstream, the
-    weights not cached yet: the weights are fetched at the cfg's commit, never mixed."""
+    weights not cached yet: every file comes from the commit the first one resolved to."""
     from saereg.loading import load_config
 
-    files1, t1 = saelens_folder("sae")
-    ref, commit1 = publish_saelens(hubenv, files1)
+    files1, _ = saelens_folder("sae")
+    ref, _ = publish_saelens(hubenv, files1)
     load_config(ref)  # caches cfg.json only
-    files2, _ = saelens_folder("sae", d_sae=32)
-    hubenv.hub.add_commit(REPO, files2)
-    sae = saereg.load_sae(ref)
-    assert read_config(fetch_canonical(ref, quiet=True)).source["revision"] == commit1
-    saelens_matches(sae, t1)
+    files2, t2 = saelens_folder("sae", d_sae=32)
+    commit2 = hubenv.hub.add_commit(REPO, files2)
+    sae = saereg.load_sae(ref)  # online: the branch is asked where it points now
+    assert read_config(fetch_canonical(ref, quiet=True)).source["revision"] == commit2
+    saelens_matches(sae, t2)
 
 
 def test_only_consistent_origins_are_referenced(tmp_path, monkeypatch) -> None:
@@ -399,3 +399,30 @@ def test_only_consistent_origins_are_referenced(tmp_path, monkeypatch) -> None:
         tensors, {"w.safetensors": blob}, {"w.safetensors": "0" * 64}, "a/b", "c" * 40
     )
     assert set(storage["tensors"]) == {"ok"} and set(keep) == set(tensors) - {"ok"}
+
+
+def test_branch_moving_between_two_downloads(hubenv, monkeypatch) -> None:
+    """The branch moves upstream after cfg.json was downloaded: the weights still come
+    from cfg.json's commit (one commit per SAE, never a mix)."""
+    import saereg.fetch
+
+    files1, t1 = saelens_folder("sae")
+    ref, commit1 = publish_saelens(hubenv, files1)
+    files2, _ = saelens_folder("sae", d_sae=32)
+    real = saereg.fetch.hf_download
+
+    def racing(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if not racing.moved:
+            racing.moved = True
+            hubenv.hub.add_commit(REPO, files2)
+        return out
+
+    racing.moved = False
+    monkeypatch.setattr(saereg.fetch, "hf_download", racing)
+    sae = saereg.load_sae(ref)
+    assert (
+        read_config(fetch_canonical(ref, revision=commit1, quiet=True)).source["revision"]
+        == commit1
+    )
+    saelens_matches(sae, t1)
