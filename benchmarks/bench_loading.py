@@ -52,7 +52,7 @@ schema: 1
 name: bench-saelens
 format: saelens
 publisher: bench
-model: bench-model
+model: {{model}}
 repo_id: {ST_REPO}
 saes:
   - id: blocks.8.hook_resid_pre
@@ -269,7 +269,9 @@ def main() -> int:
     try:
         hf = root / "hf"
         (root / "releases").mkdir()
-        (root / "releases" / "bench-saelens.yaml").write_text(RELEASES)
+        # a catalogued model of that width (an unknown one costs resolve a plugin scan)
+        model = "llama-3.1-8b" if args.st_d_in == 4096 else "bench-model"
+        (root / "releases" / "bench-saelens.yaml").write_text(RELEASES.format(model=model))
         env = {
             **os.environ,
             "HF_HUB_CACHE": str(hf),
