@@ -31,7 +31,18 @@ except OSError:
 t0 = time.perf_counter()
 touch = mode.endswith("+touch")
 mode = mode.removesuffix("+touch")
-if mode == "load_sae":
+written = []
+if mode == "fetch":  # conversion only; the canonical file's write (+ fsync) timed apart
+    import saereg.canonical as canonical
+    real = canonical.write_safetensors
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        real(*args, **kwargs)
+        written.append(time.perf_counter() - t)
+    canonical.write_safetensors = timed
+    saereg.loading.fetch_canonical(arg, quiet=True)
+    tensors = {}
+elif mode == "load_sae":
     sae = saereg.loading.load_sae(arg, quiet=True)
     tensors = dict(sae.named_parameters())
 elif mode == "load_file":
@@ -45,13 +56,14 @@ if touch:  # read every byte: what a first forward pass needs
     total = sum(float(t.sum()) for t in tensors.values())
 elapsed = time.perf_counter() - t0
 peak = status("VmHWM") if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": elapsed, "peak_above_base": peak - base}))
+print(json.dumps({"seconds": elapsed, "peak_above_base": peak - base, "write": sum(written)}))
 """
 
 
 def probe(mode: str, arg: str, env: dict[str, str]) -> dict[str, float]:
     """Run one measurement in a fresh interpreter (modes: load_sae, load_file, naive,
-    torch_load; '+touch' reads every tensor once)."""
+    torch_load, fetch (conversion only, its write timed as 'write'); '+touch' reads every
+    tensor once)."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode, arg], env=env, capture_output=True, text=True
     )

@@ -8,6 +8,7 @@ Pickles are read with ``torch.load(weights_only=True)``: no code in them runs.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import mmap
@@ -17,7 +18,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import FLOAT_DTYPES, CanonicalFileError, LazyArray, read_header
+from saereg.canonical import (
+    CODE_OF,
+    FLOAT_DTYPES,
+    CanonicalFileError,
+    LazyArray,
+    Origin,
+    read_header_from,
+)
 
 #: Local files by repository path, and safetensors headers by file ({tensor: (code,
 #: shape)}): the arguments of `Format.config_only`.
@@ -36,8 +44,10 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def safetensors_arrays(path: Path) -> dict[str, LazyArray]:
-    """Every tensor of a safetensors file, unread."""
-    header, _ = read_header(path)
+    """Every tensor of a safetensors file, unread, each with its origin in the file."""
+    with path.open("rb") as fh:
+        header, _ = read_header_from(fh, str(path), path.stat().st_size)
+        data_start = fh.tell()
 
     def loader(name: str) -> Callable[[], Any]:
         def load() -> Any:
@@ -53,8 +63,31 @@ def safetensors_arrays(path: Path) -> dict[str, LazyArray]:
         dtype = FLOAT_DTYPES.get(info["dtype"])
         if dtype is None:
             raise CanonicalFileError(f"{path.name}: tensor {name!r} has dtype {info['dtype']}")
-        out[name] = LazyArray(tuple(info["shape"]), dtype, loader(name))
+        shape = tuple(info["shape"])
+        origin = Origin(path, name, data_start + info["data_offsets"][0], shape, dtype)
+        out[name] = LazyArray(shape, dtype, loader(name), origin)
     return out
+
+
+def _npz_origin(
+    path: Path, archive: zipfile.ZipFile, member: str, npy_header: int, shape: Any, dtype: Any
+) -> Origin | None:
+    """Where an uncompressed, C-ordered, little-endian float member's data starts in the
+    archive file (a local file header, then the .npy header, then the raw array)."""
+    import struct
+
+    info = archive.getinfo(member)
+    name = str(dtype.newbyteorder("="))
+    if info.compress_type != zipfile.ZIP_STORED or dtype.byteorder == ">" or name not in CODE_OF:
+        return None
+    with path.open("rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    offset = info.header_offset + 30 + name_len + extra_len + npy_header
+    return Origin(path, member[: -len(".npy")], offset, tuple(shape), name)
 
 
 def header_arrays(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, LazyArray]:
@@ -74,7 +107,8 @@ def header_arrays(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str
 
 
 def npz_arrays(path: Path) -> dict[str, LazyArray]:
-    """Every array of a .npz file, unread (shapes come from each member's .npy header)."""
+    """Every array of a .npz file, unread (shapes come from each member's .npy header).
+    Uncompressed members carry their origin in the archive, so they can be mapped."""
     import numpy as np
 
     try:
@@ -93,14 +127,20 @@ def npz_arrays(path: Path) -> dict[str, LazyArray]:
                     if version == (1, 0)
                     else np.lib.format.read_array_header_2_0
                 )
-                shape, _fortran, dtype = read(fh)
+                shape, fortran, dtype = read(fh)
+                npy_header = fh.tell()
             name = member[: -len(".npy")]
+            origin = (
+                None if fortran else _npz_origin(path, archive, member, npy_header, shape, dtype)
+            )
 
             def load(member: str = member) -> Any:
                 with zipfile.ZipFile(path) as zf, zf.open(member) as fh:
                     return np.lib.format.read_array(fh, allow_pickle=False)
 
-            out[name] = LazyArray(tuple(shape), str(np.dtype(dtype).newbyteorder("=")), load)
+            out[name] = LazyArray(
+                tuple(shape), str(np.dtype(dtype).newbyteorder("=")), load, origin
+            )
     return out
 
 
@@ -206,10 +246,22 @@ def mapped(
     shape: tuple[int, ...] | None = None,
     dtype: str | None = None,
 ) -> Any:
-    """Apply `fn` to a tensor now, or to a LazyArray when it is read."""
+    """Apply `fn` to a tensor now, or to a LazyArray when it is read (which then no longer
+    has an origin: its bytes differ from the publisher's)."""
     if isinstance(value, LazyArray):
         return LazyArray(shape or value.shape, dtype or value.dtype, lambda: fn(value.load()))
     return fn(value)
+
+
+def _view(
+    value: Any, fn: Callable[[Any], Any], shape: tuple[int, ...], *op: Any, dtype: str | None = None
+) -> Any:
+    """Like `mapped` for a view the loader can redo (transpose, slice, dtype cast): the
+    origin is kept, with `op` appended."""
+    out = mapped(value, fn, shape=shape, dtype=dtype)
+    if isinstance(value, LazyArray) and value.origin is not None:
+        out = dataclasses.replace(out, origin=value.origin.then(*op))
+    return out
 
 
 def uniform_dtype(config: dict[str, Any], tensors: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,13 +275,16 @@ def uniform_dtype(config: dict[str, Any], tensors: Mapping[str, Any]) -> dict[st
 
 
 def as_float32(value: Any) -> Any:
+    if isinstance(value, LazyArray) and value.dtype == "float32":
+        return value  # nothing to cast: keep it a view of the publisher's bytes
+
     def cast(t: Any) -> Any:
         import torch
 
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t.to(torch.float32)
 
-    return mapped(value, cast, dtype="float32")
+    return _view(value, cast, _shape(value), "cast", "float32", dtype="float32")
 
 
 def transposed(value: Any) -> Any:
@@ -240,7 +295,23 @@ def transposed(value: Any) -> Any:
         return t.T.contiguous()
 
     shape = tuple(reversed(_shape(value)))
-    return mapped(value, tr, shape=shape)
+    return _view(value, tr, shape, "transpose")
+
+
+def sliced(value: Any, dim: int, start: int, stop: int) -> Any:
+    """value[..., start:stop, ...] along `dim`."""
+
+    def cut(t: Any) -> Any:
+        import torch
+
+        t = torch.as_tensor(t) if not hasattr(t, "detach") else t
+        return t.narrow(dim, start, stop - start).contiguous()
+
+    shape = list(_shape(value))
+    if not 0 <= start <= stop <= shape[dim]:
+        raise CanonicalFileError(f"slice {start}:{stop} out of range for dimension {shape[dim]}")
+    shape[dim] = stop - start
+    return _view(value, cut, tuple(shape), "slice", dim, start, stop)
 
 
 def scaled(value: Any, factor: float) -> Any:

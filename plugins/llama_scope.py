@@ -4,7 +4,8 @@ Base releases: folders ``Llama3_1-8B-Base-L{layer}{R|A|M|TC}-{8|32}x`` holding
 ``hyperparams.json`` and ``checkpoints/final.safetensors``. R1-distill: folders
 ``{dataset mix}/L{layer}R`` holding ``config.json`` and ``sae_weights.safetensors``.
 Both were trained on dataset-wise normalized activations (normalize_activations
-``expected_average_only_in``, folded with the release's norm_scaling_factor).
+``expected_average_only_in``): the canonical SAE scales its input by the release's
+norm_scaling_factor (normalization ``scale``) and reads the publisher's matrices as they are.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from saereg.canonical import CanonicalFileError
 from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, RemoteFile, hookimpl
 
-from ._tensors import as_float32, fold_norm_scaling_factor, mapped, read_json, require, transposed
+from ._tensors import as_float32, mapped, read_json, require, transposed
 from ._tensors import safetensors_arrays as _arrays
 
 _BASE = re.compile(r"^Llama3_1-8B-Base-L(\d+)(R|A|M|TC)-(8|32)x$")
@@ -124,8 +125,8 @@ class LlamaScopeFormat(Format):
         hp: Mapping[str, Any],
         shapes: Mapping[str, tuple[int, ...]],
         where: str,
-    ) -> tuple[dict[str, Any], float | None, float | None]:
-        """Canonical fields, the norm factor to fold, and (base releases) the threshold."""
+    ) -> tuple[dict[str, Any], float | None]:
+        """Canonical fields and (base releases) the threshold."""
         require(shapes, ("encoder.weight", "encoder.bias", "decoder.weight"), where)
         d_sae, d_in = shapes["encoder.weight"]
         if shapes["decoder.weight"] != (d_in, d_sae):
@@ -167,13 +168,17 @@ class LlamaScopeFormat(Format):
             "d_sae": d_sae,
             "d_out": d_in,
             "apply_b_dec_to_input": bool(hp.get("apply_decoder_bias_to_pre_encoder", False)),
-            "normalization": {"kind": "none"},
+            # The dataset-wise norm is an input scale (not folded into the weights, so the
+            # publisher's matrices can be read in place).
+            "normalization": {"kind": "scale", "factor": float(fold)}
+            if fold is not None
+            else {"kind": "none"},
             "reshape": "none",
             "dtype": "float32",
             "hook_name": entry.hook_name or hp.get("hook_point_in"),
-            "folded": [f"norm_scaling_factor={fold!r}"] if fold is not None else [],
+            "folded": [],
         }
-        return config, fold, threshold
+        return config, threshold
 
     def config_only(
         self,
@@ -194,7 +199,7 @@ class LlamaScopeFormat(Format):
         base, hp, weights = self._read(entry, local_files)
         arrays = _arrays(local_files[weights])
         shapes = {n: a.shape for n, a in arrays.items()}
-        config, fold, threshold = self._config(release, entry, base, hp, shapes, weights)
+        config, threshold = self._config(release, entry, base, hp, shapes, weights)
         d_sae, d_in = shapes["encoder.weight"]
         tensors: dict[str, Any] = {
             "W_enc": as_float32(transposed(arrays["encoder.weight"])),
@@ -210,8 +215,6 @@ class LlamaScopeFormat(Format):
         else:
             require(arrays, ("log_jumprelu_threshold",), weights)
             tensors["threshold"] = as_float32(mapped(arrays["log_jumprelu_threshold"], torch.exp))
-        if fold is not None:
-            tensors = fold_norm_scaling_factor(tensors, float(fold))
         return config, tensors
 
 

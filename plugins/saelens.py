@@ -19,7 +19,7 @@ from saereg.catalog import Release, SAEEntry
 from saereg.hookspecs import Format, hookimpl
 
 from ._common import TL_HOOK, FolderFormat, tl_hook_fields
-from ._tensors import fold_norm_scaling_factor, mapped, read_json, safetensors_arrays
+from ._tensors import mapped, read_json, safetensors_arrays, uniform_dtype
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -83,7 +83,7 @@ class SAELensFormat(FolderFormat):
         cfg_path, weights = self._paths(entry)
         shapes = {n: s for n, (_, s) in tensor_shapes[weights].items()}
         dtypes = {d for d, _ in tensor_shapes[weights].values()}
-        config, _ = self._config(release, entry, read_json(local_files[cfg_path], CFG), shapes)
+        config = self._config(release, entry, read_json(local_files[cfg_path], CFG), shapes)
         config["dtype"] = FLOAT_DTYPES.get(dtypes.pop() if len(dtypes) == 1 else "F32")
         return config
 
@@ -93,7 +93,7 @@ class SAELensFormat(FolderFormat):
         cfg_path, weights = self._paths(entry)
         raw = read_json(local_files[cfg_path], CFG)
         tensors = safetensors_arrays(local_files[weights])
-        config, fold = self._config(release, entry, raw, {n: t.shape for n, t in tensors.items()})
+        config = self._config(release, entry, raw, {n: t.shape for n, t in tensors.items()})
         if "log_threshold" in tensors and "threshold" not in tensors:  # legacy JumpReLU saves
             import torch
 
@@ -101,16 +101,7 @@ class SAELensFormat(FolderFormat):
         sf = tensors.pop("scaling_factor", None)
         if sf is not None:
             tensors = self._fold_scaling_factor(tensors, sf, config)
-        if fold is not None:
-            tensors = fold_norm_scaling_factor(tensors, fold)
-        dtypes = {t.dtype for t in tensors.values()}
-        if len(dtypes) != 1:
-            tensors = {
-                n: mapped(t, lambda x: x.float(), dtype="float32") for n, t in tensors.items()
-            }
-            dtypes = {"float32"}
-        config["dtype"] = dtypes.pop()
-        return config, tensors
+        return config, uniform_dtype(config, tensors)
 
     def _fold_scaling_factor(
         self, tensors: dict[str, Any], sf: Any, config: dict[str, Any]
@@ -133,9 +124,10 @@ class SAELensFormat(FolderFormat):
         entry: SAEEntry,
         raw: Mapping[str, Any],
         shapes: Mapping[str, tuple[int, ...]],
-    ) -> tuple[dict[str, Any], float | None]:
-        """cfg.json (pre-6.0 flat runner config or 6.x) → canonical config fields, and the
-        norm scaling factor to fold (if any)."""
+    ) -> dict[str, Any]:
+        """cfg.json (pre-6.0 flat runner config or 6.x) → canonical config fields. A
+        published dataset-norm factor becomes a constant input scale (normalization
+        ``scale``), so the weights stay the publisher's."""
         where = f"{entry.path}/{CFG}"
         meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
         arch_name = raw.get("architecture", "standard")
@@ -163,12 +155,11 @@ class SAELensFormat(FolderFormat):
         norm_name = entry.normalize_activations or raw.get("normalize_activations")
         if isinstance(norm_name, bool) or norm_name is None:
             norm_name = "expected_average_only_in" if norm_name else "none"
-        fold = None
         folded: list[str] = []
         if norm_name == "expected_average_only_in":
+            normalization: dict[str, Any] = {"kind": "none"}
             if entry.norm_scaling_factor is not None:
-                fold = float(entry.norm_scaling_factor)
-                folded.append(f"norm_scaling_factor={fold!r}")
+                normalization = {"kind": "scale", "factor": float(entry.norm_scaling_factor)}
             else:
                 warnings.warn(
                     f"{release.name}/{entry.id} was trained on inputs scaled by a dataset norm "
@@ -176,7 +167,6 @@ class SAELensFormat(FolderFormat):
                     "runs on unscaled inputs, as in SAELens",
                     stacklevel=2,
                 )
-            normalization: dict[str, Any] = {"kind": "none"}
         elif norm_name in _NORMALIZATION:
             normalization = dict(_NORMALIZATION[norm_name])
         else:
@@ -212,7 +202,7 @@ class SAELensFormat(FolderFormat):
             if widths[-1] != d_sae:
                 widths.append(d_sae)
             config["nested_widths"] = widths
-        return config, fold
+        return config
 
 
 @hookimpl

@@ -2,7 +2,9 @@
 
 Writing streams tensor by tensor (a plugin may hand over lazy arrays that are read only
 when written), so converting a large publisher file never holds two copies of the
-weights. Files appear atomically: written to a temporary name, fsynced, renamed.
+weights; unchanged ranges of publisher files are copied by the kernel. Files appear
+atomically: written to a temporary name, fsynced once, renamed. Entries that read their
+large tensors in place from the publisher's files are described in storage.py.
 Reading the config needs only the header, never torch.
 """
 
@@ -15,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -48,16 +50,39 @@ class CanonicalFileError(SaeregError):
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a lazy tensor's bytes lie in a publisher file, and the views taken of them.
+
+    `offset` is the byte offset of the raw little-endian, C-ordered data in `path`,
+    stored with `shape` and `dtype`; `ops` are applied in order: ("transpose",),
+    ("slice", dim, start, stop) or ("cast", dtype). A tensor with an origin can be
+    memory-mapped in place instead of copied (see storage.py).
+    """
+
+    path: Path
+    tensor: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    ops: tuple[tuple[Any, ...], ...] = ()
+
+    def then(self, *op: Any) -> Origin:
+        return replace(self, ops=(*self.ops, tuple(op)))
+
+
+@dataclass(frozen=True)
 class LazyArray:
     """A tensor a plugin can describe before reading it: written when its turn comes.
 
     `load` returns a numpy array or a torch tensor of exactly `shape` and `dtype`
-    (a config dtype name such as 'float32').
+    (a config dtype name such as 'float32'). `origin`, when set, says the tensor is
+    an unchanged view of bytes in a publisher file.
     """
 
     shape: tuple[int, ...]
     dtype: str
     load: Callable[[], Any]
+    origin: Origin | None = None
 
 
 def _describe(value: Any) -> tuple[tuple[int, ...], str]:
@@ -142,6 +167,9 @@ def write_safetensors(
 ) -> None:
     """Stream `tensors` (torch, numpy or LazyArray) into a safetensors file, atomically.
 
+    Unchanged ranges of publisher files are copied by the kernel (copy_file_range), other
+    tensors written straight from their memory: no intermediate copies, one fsync.
+
     With `digest`, the sha256 of the tensor bytes goes into the header (integrity.py),
     and the file is read back and checked against it before it takes its name."""
     from .integrity import DIGEST_KEY, PLACEHOLDER
@@ -153,10 +181,16 @@ def write_safetensors(
     hasher = hashlib.sha256() if digest else None
     bar = _progress_bar(sum(size for _, size in order), f"converting {path.name}", progress)
     pool = ThreadPoolExecutor(1) if digest else None
-    with bar, atomic_path(path) as tmp, tmp.open("wb") as fh, pool or nullcontext():
-        fh.write(header)
+    with bar, atomic_path(path) as tmp, tmp.open("wb", buffering=0) as fh, pool or nullcontext():
+        fd = fh.fileno()
+        _write_all(fd, memoryview(header))
         for name, size in order:
             value = tensors[name]
+            if _copy_origin(fd, value, size):
+                if hasher is not None:  # the kernel copied it: hash the source range
+                    _hash_range(hasher, value.origin.path, value.origin.offset, size)
+                bar.update(size)
+                continue
             if isinstance(value, LazyArray):
                 value = value.load()
                 if _describe(value) != described[name]:
@@ -169,25 +203,37 @@ def write_safetensors(
                 raise CanonicalFileError(f"tensor {name!r}: {data.nbytes} bytes, expected {size}")
             # Hash (in a thread: hashlib releases the GIL) while the same bytes are written.
             hashed = pool.submit(hasher.update, data) if pool and hasher else None
-            fh.write(data)
+            _write_all(fd, data)
             if hashed is not None:
                 hashed.result()
             bar.update(size)
             del value, data
         if hasher is not None:
-            _seal(fh, tmp, header, hasher)
+            _seal(fd, tmp, header, hasher)
 
 
-def _seal(fh: IO[bytes], tmp: Path, header: bytes, hasher: Any) -> None:
+def _hash_range(hasher: Any, path: Path, offset: int, size: int) -> None:
+    with path.open("rb") as src:
+        src.seek(offset)
+        while size > 0:
+            chunk = src.read(min(size, 8 << 20))
+            if not chunk:
+                raise CanonicalFileError(f"{path}: unexpected end of file")
+            hasher.update(chunk)
+            size -= len(chunk)
+
+
+def _seal(fd: int, tmp: Path, header: bytes, hasher: Any) -> None:
     """Put the digest of the bytes written into the header, then read the file back and
     check it, so a cache entry is never born corrupt."""
     from .integrity import DIGEST_KEY, PLACEHOLDER, tensor_digest
 
     written = "sha256:" + hasher.hexdigest()
     field = json.dumps({DIGEST_KEY: PLACEHOLDER}, separators=(",", ":"))[1:-1].encode()
-    fh.seek(0)
-    fh.write(header.replace(field, field.replace(PLACEHOLDER.encode(), written.encode()), 1))
-    fh.flush()
+    sealed = header.replace(field, field.replace(PLACEHOLDER.encode(), written.encode()), 1)
+    done = 0
+    while done < len(sealed):
+        done += os.pwrite(fd, sealed[done:], done)
     if tensor_digest(tmp) != written:
         raise CanonicalFileError(
             f"{tmp}: the bytes read back differ from those written (disk full or failing?); "
@@ -195,10 +241,51 @@ def _seal(fh: IO[bytes], tmp: Path, header: bytes, hasher: Any) -> None:
         )
 
 
+def _write_all(fd: int, data: memoryview) -> None:
+    while data.nbytes:
+        data = data[os.write(fd, data) :]
+
+
+def _copy_origin(fd: int, value: Any, size: int) -> bool:
+    """Copy an untransformed publisher range file-to-file; False if `value` is not one."""
+    origin = value.origin if isinstance(value, LazyArray) else None
+    if origin is None or origin.ops or (origin.shape, origin.dtype) != _describe(value):
+        return False
+    with origin.path.open("rb") as src:
+        if os.fstat(src.fileno()).st_size < origin.offset + size:
+            raise CanonicalFileError(f"{origin.path}: too short for tensor {origin.tensor!r}")
+        offset, left = origin.offset, size
+        copy = getattr(os, "copy_file_range", None)
+        while left:
+            try:
+                n = copy(src.fileno(), fd, left, offset) if copy else 0
+            except OSError:  # e.g. across file systems on old kernels
+                copy, n = None, 0
+            if not n:
+                src.seek(offset)
+                chunk = src.read(min(left, 64 << 20))
+                if not chunk:
+                    raise CanonicalFileError(f"{origin.path}: unexpected end of file")
+                _write_all(fd, memoryview(chunk))
+                n = len(chunk)
+            offset += n
+            left -= n
+    return True
+
+
+class _NoBar(nullcontext):  # type: ignore[type-arg]
+    """A disabled progress bar, without importing tqdm (~0.1 s)."""
+
+    def update(self, n: int) -> None:
+        pass
+
+
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
     from huggingface_hub.utils import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not enabled)
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc)
 
 
 def parse_header(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -270,8 +357,16 @@ def read_config(path: Path, *, full_schema: bool = False) -> SAEConfig:
     except json.JSONDecodeError as exc:
         raise CanonicalFileError(f"{path}: corrupted saereg config ({exc})") from None
     cfg = SAEConfig.from_dict(data, str(path), full_schema=full_schema)
-    check_shapes(cfg, tensor_shapes(header), str(path))
+    check_shapes(cfg, entry_shapes(cfg, header), str(path))
     return cfg
+
+
+def entry_shapes(cfg: SAEConfig, header: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of an entry's tensors: its file's own and, for an in-place entry, those
+    it reads from publisher files."""
+    from .storage import referenced_shapes
+
+    return {**tensor_shapes(header), **referenced_shapes(cfg)}
 
 
 def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
@@ -301,10 +396,12 @@ def write_canonical(
     path: Path, cfg: SAEConfig, tensors: Mapping[str, Any], progress: bool = False
 ) -> Path:
     from .sae_config import validate_config
+    from .storage import referenced_dtypes, referenced_shapes
 
     validate_config(cfg.to_dict(), str(path))
-    check_shapes(cfg, {n: _describe(v)[0] for n, v in tensors.items()}, str(path))
-    dtypes = {_describe(v)[1] for v in tensors.values()}
+    shapes = {n: _describe(v)[0] for n, v in tensors.items()}
+    check_shapes(cfg, {**shapes, **referenced_shapes(cfg)}, str(path))
+    dtypes = {_describe(v)[1] for v in tensors.values()} | referenced_dtypes(cfg)
     if dtypes != {cfg.dtype}:
         raise ConfigError(f"{path}: tensors have dtypes {sorted(dtypes)}, config says {cfg.dtype}")
     write_safetensors(
@@ -330,6 +427,17 @@ def canonical_cache_path(release: str, sae_id: str, revision: str | None) -> Pat
     )
 
 
+def fold_input_scale(tensors: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """The same SAE without its constant input scale s (for layouts that have none):
+    SAE(s·x)/s == SAE'(x) with W_enc·s, and W_dec, b_dec, W_skip divided by s."""
+    out = dict(tensors)
+    out["W_enc"] = tensors["W_enc"] * factor
+    for name in ("W_dec", "b_dec", "W_skip"):
+        if name in tensors:
+            out[name] = tensors[name] * (1.0 / factor)
+    return out
+
+
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
     if cfg.architecture == "temporal" or not cfg.topk_relu:
@@ -338,9 +446,8 @@ def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) ->
             f"no SAELens layout runs {what} with this math; keep the canonical file"
         )
     if cfg.normalization["kind"] == "scale":
-        raise CanonicalFileError(
-            "SAELens has no constant input scale factor; fold it into the weights first"
-        )
+        tensors = fold_input_scale(tensors, float(cfg.normalization["factor"]))
+        cfg = replace(cfg, normalization={"kind": "none"})
     arch = cfg.architecture
     if cfg.transcoder:
         arch = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}.get(arch, "")

@@ -320,9 +320,8 @@ def _canonical_file(ref: str, revision: str | None, quiet: bool) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from safetensors import safe_open
-
     from .canonical import export_saelens, read_config
+    from .storage import read_tensors
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -330,8 +329,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     path = _canonical_file(args.ref, args.revision, args.quiet)
     cfg = read_config(path)
-    with safe_open(str(path), framework="pt") as fh:
-        tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+    tensors = read_tensors(path, cfg, "cpu")
     written = export_saelens(cfg, tensors, out)
     for p in written:
         print(p)
@@ -339,7 +337,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .canonical import read_config, read_header
+    from .canonical import CODE_OF, read_config, read_header
+    from .storage import referenced
 
     path = Path(args.path)
     if not path.is_file():
@@ -347,7 +346,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg = read_config(path, full_schema=True)
     header, _ = read_header(path)
-    tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in sorted(header.items())}
+    tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in header.items()}
+    for name, ref in referenced(cfg).items():
+        tensors[name] = {"dtype": CODE_OF[ref["dtype"]], "shape": ref["shape"], "in_place": ref}
+    tensors = dict(sorted(tensors.items()))
     if args.json:
         _print_json({"path": str(path), "config": cfg.to_dict(), "tensors": tensors})
         return EXIT_OK
@@ -376,7 +378,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  folded        {note}")
     print("  tensors:")
     for name, info in tensors.items():
-        print(f"    {name:<10} {info['dtype']:<5} {info['shape']}")
+        ref = info.get("in_place")
+        where = f"  in place: {ref['file']} {ref['tensor']}" if ref else ""
+        ops = "".join(f" {op[0]}" for op in ref["ops"]) if ref else ""
+        print(f"    {name:<10} {info['dtype']:<5} {info['shape']}{where}{ops}")
     return EXIT_OK
 
 
@@ -770,6 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="rewrite release files in the current schema version")
     p.add_argument("paths", nargs="+", help="release files to rewrite in place")
     p.set_defaults(func=cmd_migrate)
+
+    from .cache_cli import add_parser as add_cache_parser
+
+    add_cache_parser(sub)
 
     p = sub.add_parser("plugins", help="list installed plugins and their formats")
     p.add_argument("--json", action="store_true", help="print plugins as JSON")

@@ -11,7 +11,8 @@
   ``SAEREG_URL_MIRRORS="https://openaipublic.blob.core.windows.net/=http://mirror.local/oai/"``
   (several pairs separated by commas).
 
-Every file is hashed (sha256); where a release pins a checksum, a mismatch refuses to load.
+Every file's sha256 is recorded (for LFS files in the HF cache, the one the cache names them
+by; other files are hashed); where a release pins a checksum, a mismatch refuses to load.
 """
 
 from __future__ import annotations
@@ -173,6 +174,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def lfs_sha256(path: Path) -> str | None:
+    """The sha256 an HF cache file is already known by, without reading it: the cache
+    stores LFS files as blobs named by their sha256 (the hub's X-Linked-Etag)."""
+    real = path.resolve()
+    if real.parent.name == "blobs" and _SHA256.match(real.name):
+        return real.name
+    return None
+
+
 def cached_commit(repo_id: str, revision: str | None) -> str | None:
     """The commit `revision` means, from the local HF cache only (no network)."""
     rev = revision or "main"
@@ -184,6 +197,18 @@ def cached_commit(repo_id: str, revision: str | None) -> str | None:
     except OSError:
         return None
     return commit if _COMMIT.match(commit) else None
+
+
+def _in_cache(repo_id: str, path: str, revision: str) -> Path | None:
+    """The cached file of a commit (or, offline, of the branch the cache's ref names),
+    found without importing huggingface_hub's network stack: what hf_hub_download would
+    return. Online, a branch goes through hf_hub_download, which asks the hub where it
+    points now. A snapshot link whose blob was deleted does not count."""
+    commit = cached_commit(repo_id, revision)
+    if commit is None:
+        return None
+    local = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit / path
+    return local if ".." not in Path(path).parts and local.is_file() else None
 
 
 def _commit_of_snapshot(path: Path) -> str | None:
@@ -219,10 +244,14 @@ def hf_download(
     quiet: bool | None = None,
 ) -> Path | None:
     """One file from the hub through huggingface_hub; None for a missing optional file."""
+    rev = revision or "main"
+    if not force and (offline() or _COMMIT.match(rev)):
+        hit = _in_cache(repo_id, path, rev)
+        if hit is not None:
+            return hit
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    rev = revision or "main"
     endpoint = hf_endpoint()
     local_only = offline()
     cached = None if local_only else try_to_load_from_cache(repo_id, path, hf_cache_dir(), rev)
@@ -435,7 +464,7 @@ def fetch_files(
             local = hf_download(
                 release.repo_id,
                 f.path,
-                revision or release.revision,
+                resolved or revision or release.revision,  # one commit for every file
                 optional=f.optional,
                 force=force,
                 quiet=quiet,
@@ -444,7 +473,7 @@ def fetch_files(
                 continue
             resolved = resolved or _commit_of_snapshot(local)
             paths[f.path] = local
-            hashes[f.path] = sha256_of(local)
+            hashes[f.path] = lfs_sha256(local) or sha256_of(local)
         else:
             url = source_url(release, f.path)
             try:

@@ -125,6 +125,12 @@ def verify_canonical(
         problem = identity_problem(cfg, expect)
         if problem:
             raise IntegrityError(f"{path}: {problem}")
+    if cfg.storage:  # an in-place entry: the publisher files it reads must be there
+        from .storage import missing_sources
+
+        gone = missing_sources(cfg)
+        if gone:
+            raise IntegrityError(f"{path}: " + "; ".join(gone))
     if deep:
         stored = stored_digest(path)
         if stored is None or stored == PLACEHOLDER:
@@ -138,4 +144,21 @@ def verify_canonical(
                 f"{path}: tensor bytes changed since it was written (digest {actual[:19]}…, "
                 f"header says {stored[:19]}…)"
             )
+        for problem in source_problems(cfg):
+            raise IntegrityError(f"{path}: {problem}")
     return cfg
+
+
+def source_problems(cfg: SAEConfig) -> list[str]:
+    """In-place entries: publisher files whose bytes no longer match the sha256 recorded
+    when the entry was made (a full read of each)."""
+    from .fetch import sha256_of
+    from .storage import blob_path, source_files
+
+    problems = []
+    for repo_path, record in source_files(cfg).items():
+        blob = blob_path(record)
+        digest = sha256_of(blob)
+        if digest != record.get("sha256"):
+            problems.append(f"publisher file {repo_path} ({blob}) changed: sha256 {digest}")
+    return problems

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .cache import mark_used
 from .canonical import (
     CanonicalFileError,
     canonical_cache_path,
@@ -35,6 +36,7 @@ from .models import hf_hooks
 from .plugin_manager import get_registry
 from .resolver import resolve_entry
 from .sae_config import ConfigError, SAEConfig
+from .storage import plan_in_place
 
 if TYPE_CHECKING:
     import torch
@@ -140,6 +142,14 @@ def fetch_canonical(
     A cached file is used only if its header names this release, SAE id and revision
     (with `verify`, also if its tensor bytes match the digest in its header); otherwise
     it is rebuilt from the publisher files, which are usually still cached."""
+    path = _fetch_canonical(ref, revision, force, quiet, verify)
+    mark_used(path)  # for `saereg cache ls` / `prune --older-than`
+    return path
+
+
+def _fetch_canonical(
+    ref: str, revision: str | None, force: bool, quiet: bool | None, verify: bool
+) -> Path:
     release, entry = resolve_entry(ref)
     if not force:
         hit = _cached_for_hub(release, entry, revision, verify)
@@ -162,6 +172,11 @@ def fetch_canonical(
     try:
         converted, tensors = fmt.convert(release, entry, fetched.paths)
         cfg = build_config(fmt, release, entry, converted, fetched.sha256, fetched.revision)
+        storage, tensors = plan_in_place(
+            tensors, fetched.paths, fetched.sha256, release.repo_id, fetched.revision
+        )
+        if storage is not None:
+            cfg = cfg.replace(storage=storage)
         write_canonical(target, cfg, tensors, progress=show_progress(quiet))
     except (CanonicalFileError, ConfigError) as exc:
         message = str(exc).replace(str(target), f"the tensors converted from {sources}")
@@ -265,7 +280,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     if known is not None:
         cached = canonical_cache_path(release.name, entry.id, known)
         if _cache_hit(cached, release, entry, known, False, warn=False):
-            return read_config(cached)
+            return read_config(cached).replace(storage=None)
     small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
     shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     weights = [f for f in files if f.weights]
@@ -281,7 +296,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     elif (converted := fmt.config_only(release, entry, small.paths, {})) is not None:
         # Pickled weights, but small files that hold the whole config (dictionary_learning).
         return build_config(fmt, release, entry, converted, small.sha256, small.revision)
-    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet))
+    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet)).replace(storage=None)
 
 
 def _header_for(release: Release, path: str, revision: str | None) -> dict[str, Any] | None:

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .canonical import FLOAT_DTYPES, check_shapes, read_header, write_canonical
+from .canonical import check_shapes, read_header, write_canonical
 from .sae_config import METADATA_KEY, SAEConfig
 
 _STATE_ATTR = "saereg_norm"
@@ -132,10 +132,9 @@ class SAE(nn.Module):
         dtype: str | torch.dtype | None = None,
     ) -> SAE:
         """Load a canonical file straight onto `device`, cast to `dtype` if given."""
-        from safetensors.torch import load_file
-
         from .arguments import check_device
-        from .canonical import read_config
+        from .canonical import entry_shapes, read_config
+        from .storage import read_tensors
 
         path = Path(path)
         cfg = read_config(path)
@@ -143,15 +142,14 @@ class SAE(nn.Module):
         if device.type == "meta":
             header, _ = read_header(path)
             tensors = {
-                n: torch.empty(
-                    info["shape"], dtype=_dtype(FLOAT_DTYPES[info["dtype"]]), device="meta"
-                )
-                for n, info in header.items()
+                n: torch.empty(shape, dtype=_dtype(cfg.dtype), device="meta")
+                for n, shape in entry_shapes(cfg, header).items()
             }
         else:
             # Memory-mapped, copy-on-write: nothing is read until used, and in-place
-            # changes never reach the file.
-            tensors = load_file(path, device=str(device))
+            # changes never reach the file (nor the publisher's, for in-place entries).
+            tensors = read_tensors(path, cfg, device, _dtype(dtype))
+        cfg = cfg.replace(storage=None)  # where the bytes lie is the entry's business
         want = _dtype(dtype)
         if want is not None:
             tensors = {n: t.to(want) for n, t in tensors.items()}
@@ -161,7 +159,7 @@ class SAE(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write this SAE as a canonical file (atomically)."""
         tensors = {n: p.detach() for n, p in self.named_parameters() if p is not None}
-        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."))
+        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."), storage=None)
         return write_canonical(Path(path), cfg, tensors)
 
     @property
@@ -300,6 +298,8 @@ class SAE(nn.Module):
                 y = y + state.mean
             if state.head_shape is not None and not self.cfg.transcoder:
                 y = y.unflatten(-1, state.head_shape)
+        elif kind == "scale":  # a constant: no statistics of the input needed
+            y = y * (1.0 / float(self.cfg.normalization["factor"]))
         return y
 
     def skip(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,7 +386,10 @@ class SAE(nn.Module):
                 sliced[name] = p.clone()
         widths = tuple(v for v in self.cfg.nested_widths or () if v <= w) or None
         cfg = self.cfg.replace(
-            d_sae=w, nested_widths=widths, k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k
+            d_sae=w,
+            nested_widths=widths,
+            k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k,
+            storage=None,
         )
         return SAE.from_tensors(cfg, sliced)
 

@@ -57,13 +57,16 @@ class SAEConfig:
     folded: tuple[str, ...] = field(default_factory=tuple)
     # architecture "temporal": {"n_heads", "n_attn_layers", "d_attn"} (see saereg.sae)
     temporal: Mapping[str, int] | None = None
+    #: None: the canonical file holds every tensor. Else which publisher files back the
+    #: tensors it lacks (an in-place entry; see storage.py).
+    storage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(
         cls, data: Mapping[str, Any], where: str = "config", *, full_schema: bool = True
     ) -> SAEConfig:
-        """Validate and build. `full_schema=False` (reading files saereg wrote) checks the
-        structure by hand instead of importing jsonschema, which costs ~0.1 s per process."""
+        """Validate and build. `full_schema=False` (reading files saereg wrote) checks only
+        the structure, by hand, instead of walking the whole schema."""
         values = {"config_version": CONFIG_VERSION, **data}
         if full_schema:
             validate_config(values, where)
@@ -204,6 +207,9 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
         or set(norm) - {"kind"} != _NORM_PARAMS[norm["kind"]]
     ):
         fail(f"normalization {norm!r} is not valid")
+    storage = data.get("storage")
+    if storage is not None and not isinstance(storage, Mapping):
+        fail("storage must be a mapping")
     source = data.get("source")
     if not isinstance(source, Mapping) or not isinstance(source.get("files"), Mapping):
         fail("source must be a mapping with a 'files' mapping")
@@ -217,19 +223,20 @@ def _check_structure(data: Mapping[str, Any], where: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Any:
-    from jsonschema import Draft202012Validator
-
+def config_schema() -> dict[str, Any]:
     with (builtin_schema_dir() / f"sae.v{CONFIG_VERSION}.json").open(encoding="utf-8") as fh:
-        schema = json.load(fh)
-    return Draft202012Validator(schema)
+        return dict(json.load(fh))
 
 
 def validate_config(data: Mapping[str, Any], where: str = "config") -> None:
-    errors = sorted(_validator().iter_errors(dict(data)), key=lambda e: list(map(str, e.path)))
+    """Against schemas/sae.v1.json, with minischema (jsonschema's import alone costs more
+    than the rest of a first load; tests hold the two to the same verdicts)."""
+    from .minischema import iter_errors
+
+    errors = sorted(iter_errors(config_schema(), dict(data)), key=lambda e: list(map(str, e[0])))
     if errors:
         lines = []
-        for e in errors:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
-            lines.append(f"{path}: {e.message}")
+        for where_in, message in errors:
+            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where_in)
+            lines.append(f"{path}: {message}")
         raise ConfigError(f"{where}: invalid canonical config: " + "; ".join(lines))

@@ -234,7 +234,7 @@ def test_llama_scope_dataset_norm_folded(hubenv) -> None:
 def test_llama_scope_factor_from_hyperparams_when_release_has_none(hubenv) -> None:
     ref, raw = llama(hubenv, nsf=None, name="ls2")
     sae = saereg.load_sae(ref)
-    assert sae.cfg.folded == (f"norm_scaling_factor={raw['s']!r}",)
+    assert sae.cfg.normalization == {"kind": "scale", "factor": raw["s"]} and not sae.cfg.folded
     x = torch.randn(2, 16, generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(
         sae(x).double(), llama_scope_reference(raw, x, raw["s"])[1], atol=1e-4, rtol=1e-4

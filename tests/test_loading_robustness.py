@@ -197,21 +197,22 @@ def test_interrupted_conversion_leaves_nothing_that_loads(hubenv, monkeypatch) -
     ref, commit = publish(hubenv, files)
     import saereg.canonical as canonical
 
-    real = canonical._as_bytes
+    monkeypatch.setenv("SAEREG_IN_PLACE", "0")  # a full conversion, streamed tensor by tensor
+    real = canonical._copy_origin
     calls = {"n": 0}
 
-    def dying(value):
+    def dying(*args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(value)
+        return real(*args)
 
-    monkeypatch.setattr(canonical, "_as_bytes", dying)
+    monkeypatch.setattr(canonical, "_copy_origin", dying)
     with pytest.raises(KeyboardInterrupt):
         fetch_canonical(ref, quiet=True)
     assert not list(hubenv.cache.rglob("*.safetensors"))
     assert not list(hubenv.cache.rglob("*.tmp"))
-    monkeypatch.setattr(canonical, "_as_bytes", real)
+    monkeypatch.setattr(canonical, "_copy_origin", real)
     path = fetch_canonical(ref, quiet=True)
     assert path == canonical_cache_path("rob", "sae", commit)
 
@@ -287,7 +288,8 @@ def test_cli_fetch_inspect_and_errors(hubenv) -> None:
     assert broken.returncode == 1 and "too short" not in broken.stderr
 
 
-def test_progress_bars_follow_quiet(hubenv, capfd) -> None:
+def test_progress_bars_follow_quiet(hubenv, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("SAEREG_IN_PLACE", "0")  # an in-place entry has nothing to convert
     files, _ = saelens_folder("sae")
     ref, _ = publish(hubenv, files)
     fetch_canonical(ref, quiet=True)

@@ -121,9 +121,8 @@ def test_release_normalization_override_and_norm_factor_fold(hubenv) -> None:
         defaults={"normalize_activations": "expected_average_only_in"},
     )
     sae = saereg.load_sae(ref)
-    assert sae.cfg.normalization == {"kind": "none"} and sae.cfg.folded == (
-        "norm_scaling_factor=2.5",
-    )
+    # an input scale, not folded: the publisher's weights are read as they are
+    assert sae.cfg.normalization == {"kind": "scale", "factor": 2.5} and sae.cfg.folded == ()
     f_ref, y_ref = saelens_reference(t, X * s, "standard")  # trained on s·x
     torch.testing.assert_close(sae.encode(X).double(), f_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sae(X).double(), y_ref / s, atol=1e-5, rtol=1e-5)
