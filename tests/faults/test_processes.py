@@ -82,8 +82,8 @@ ready, point, ref = sys.argv[1:4]
 def pause(*args, **kwargs):
     open(ready, "w").close()
     time.sleep(120)
-if point == "tensors":
-    c._as_bytes = pause
+if point == "tensors":  # the first tensor, whether copied by the kernel or written
+    c._copy_origin = pause
 elif point == "seal":
     c._seal = pause
 elif point == "rename":  # the canonical file's rename, not the catalogue cache's
@@ -98,12 +98,13 @@ fetch_canonical(ref, quiet=True)
 """
 
 
-def _spawn(code: str, *args: str) -> subprocess.Popen:
+def _spawn(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -134,7 +135,9 @@ def test_kills_during_conversion_leave_nothing_wrong(hubenv, tmp_path) -> None:
     children = {}
     for point in points:  # the writers run side by side, each killed at its point
         ready = tmp_path / f"ready-{point}"
-        children[point] = (ready, _spawn(CHILD, str(ready), point, refs[point]))
+        # self-contained files for the first two, an in-place entry for the last
+        env = {"SAEREG_IN_PLACE": "1" if point == "rename" else "0"}
+        children[point] = (ready, _spawn(CHILD, str(ready), point, refs[point], env=env))
     for point, (ready, proc) in children.items():
         reached = _wait_for(ready, proc)
         score.check(f"{point}: the writer reached the point", reached)
@@ -184,7 +187,8 @@ def test_concurrent_cold_loaders_agree(hubenv, tmp_path) -> None:
     ref, tensors = _publish(hubenv, "together", "t")
     expected = hashlib.sha256(tensors["W_enc"].numpy().tobytes()).hexdigest()
     start = tmp_path / "start"
-    procs = [_spawn(LOADER, str(start), ref) for _ in range(4)]
+    # Self-contained files (every tensor written, the racy part), read without torch.
+    procs = [_spawn(LOADER, str(start), ref, env={"SAEREG_IN_PLACE": "0"}) for _ in range(4)]
     time.sleep(0.5)
     start.touch()
     for i, proc in enumerate(procs):
