@@ -80,6 +80,11 @@ def _npz_origin(
     name = str(dtype.newbyteorder("="))
     if info.compress_type != zipfile.ZIP_STORED or dtype.byteorder == ">" or name not in CODE_OF:
         return None
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if info.file_size != npy_header + count * dtype.itemsize:
+        return None  # a truncated (or padded) member: numpy's reader says what is wrong
     with path.open("rb") as fh:
         fh.seek(info.header_offset)
         local = fh.read(30)
