@@ -37,6 +37,11 @@ class IntegrityError(CanonicalFileError):
     """A cached canonical file is not the SAE it should be, or its bytes changed."""
 
 
+class PublisherFileChanged(IntegrityError):
+    """A publisher file an in-place entry reads no longer has its recorded sha256: it must
+    be downloaded again, not just converted again."""
+
+
 class Expected:
     """What a cache entry must describe: release, SAE id, the revision its files came
     from, and the release's sha256 pins (relative keys, as in release files).
@@ -145,7 +150,7 @@ def verify_canonical(
                 f"header says {stored[:19]}…)"
             )
         for problem in source_problems(cfg):
-            raise IntegrityError(f"{path}: {problem}")
+            raise PublisherFileChanged(f"{path}: {problem}")
     return cfg
 
 

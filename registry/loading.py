@@ -36,7 +36,7 @@ from .models import hf_hooks
 from .plugin_manager import get_registry
 from .resolver import resolve_entry
 from .sae_config import ConfigError, SAEConfig
-from .storage import plan_in_place
+from .storage import SourceFileError, plan_in_place
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +62,11 @@ def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
 
 
 def _cached_for_hub(
-    release: Release, entry: SAEEntry, revision: str | None, verify: bool = False
+    release: Release,
+    entry: SAEEntry,
+    revision: str | None,
+    verify: bool = False,
+    changed: list[str] | None = None,
 ) -> Path | None:
     """The canonical file of a hub release whose revision the HF cache already knows:
     found without loading any plugin or touching the network."""
@@ -72,7 +76,7 @@ def _cached_for_hub(
     if known is None:
         return None
     path = canonical_cache_path(release.name, entry.id, known)
-    return path if _cache_hit(path, release, entry, known, verify) else None
+    return path if _cache_hit(path, release, entry, known, verify, changed=changed) else None
 
 
 def _plugin_label(fmt: Format) -> str | None:
@@ -151,8 +155,9 @@ def _fetch_canonical(
     ref: str, revision: str | None, force: bool, quiet: bool | None, verify: bool
 ) -> Path:
     release, entry = resolve_entry(ref)
+    changed: list[str] = []  # publisher files found damaged: download them again
     if not force:
-        hit = _cached_for_hub(release, entry, revision, verify)
+        hit = _cached_for_hub(release, entry, revision, verify, changed)
         if hit is not None:
             return hit
     fmt = get_registry().format(release.format)
@@ -161,11 +166,14 @@ def _fetch_canonical(
     if known is not None and not force:
         cached = canonical_cache_path(release.name, entry.id, known)
         # (a hub release's file was checked, and any problem reported, just above)
-        if _cache_hit(cached, release, entry, known, verify, warn=not release.repo_id):
+        if _cache_hit(
+            cached, release, entry, known, verify, warn=not release.repo_id, changed=changed
+        ):
             return cached
-    fetched = fetch_files(release, entry, files, revision, force=force, quiet=quiet)
+    refetch = force or bool(changed)
+    fetched = fetch_files(release, entry, files, revision, force=refetch, quiet=quiet)
     target = canonical_cache_path(release.name, entry.id, fetched.revision)
-    if not force and _cache_hit(target, release, entry, fetched.revision, verify, warn=False):
+    if not refetch and _cache_hit(target, release, entry, fetched.revision, verify, warn=False):
         return target
     where = f"{release.name}/{entry.id}"
     sources = ", ".join(str(p) for p in fetched.paths.values()) or "no files"
@@ -178,6 +186,10 @@ def _fetch_canonical(
         if storage is not None:
             cfg = cfg.replace(storage=storage)
         write_canonical(target, cfg, tensors, progress=show_progress(quiet))
+        if verify and cfg.storage:  # it reads publisher files in place: check those too
+            _verify_rebuilt(target, release, entry, fetched.revision)
+    except (CacheError, SourceFileError):
+        raise
     except (CanonicalFileError, ConfigError) as exc:
         message = str(exc).replace(str(target), f"the tensors converted from {sources}")
         raise ConversionError(f"{where}: {message}") from None
@@ -194,6 +206,20 @@ def _fetch_canonical(
     except Exception as exc:
         raise _unreadable(where, sources, exc) from None
     return target
+
+
+def _verify_rebuilt(path: Path, release: Release, entry: SAEEntry, revision: str | None) -> None:
+    from .integrity import Expected, verify_canonical
+
+    expect = Expected(release.name, entry.id, revision, entry.path, dict(entry.sha256 or {}))
+    try:
+        verify_canonical(path, expect, deep=True)
+    except SaeregError as exc:
+        raise CacheError(
+            f"{release.name}/{entry.id}: {_short(exc)}; downloading it again did not help "
+            "(offline, or the hub serves other bytes than it names?). Remove it from the "
+            "Hugging Face cache and fetch again online"
+        ) from None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -225,9 +251,11 @@ def _cache_hit(
     verify: bool,
     *,
     warn: bool = True,
+    changed: list[str] | None = None,
 ) -> bool:
-    """Whether the cached canonical file at `path` may be served for this SAE."""
-    from .integrity import Expected, verify_canonical
+    """Whether the cached canonical file at `path` may be served for this SAE (publisher
+    files found changed are added to `changed`)."""
+    from .integrity import Expected, PublisherFileChanged, verify_canonical
 
     if not path.is_file():
         return False
@@ -235,6 +263,8 @@ def _cache_hit(
     try:
         verify_canonical(path, expect, deep=verify)
     except (SaeregError, OSError) as exc:
+        if isinstance(exc, PublisherFileChanged) and changed is not None:
+            changed.append(str(exc))
         if warn:
             import warnings
 

@@ -419,3 +419,44 @@ def test_bad_load_arguments_fail_before_any_download(hubenv, tmp_path, monkeypat
         ok, detail = "SAEREG_CACHE" in str(exc), str(exc)
     score.check("API: SAEREG_CACHE under a file", ok, detail)
     score.done()
+
+
+def test_a_tampered_publisher_file_under_an_in_place_entry(hubenv, monkeypatch) -> None:
+    score = Score("tampered cache")
+    tensors, _ = _publish_good(hubenv, "inplace", folders=("i",))
+    score.cli("in-place fetch", "fetch", "inplace/i", "--quiet", codes=(0,))
+    [entry] = [p for p in _canonical_files(hubenv) if p.suffix == ".safetensors"]
+    from saereg.canonical import read_config
+
+    storage = read_config(entry).storage
+    score.check("the entry reads the publisher file in place", bool(storage), str(storage)[:200])
+    if not storage:
+        score.done()
+        return
+    blob = next(iter(storage["files"].values()))["blob"]
+    blob_file = hubenv.hf_cache / blob
+    pristine = blob_file.read_bytes()
+
+    def tamper() -> None:
+        data = bytearray(pristine)
+        data[-5] ^= 0xFF
+        blob_file.chmod(0o644)
+        blob_file.write_bytes(bytes(data))
+
+    tamper()
+    result = score.cli("--verify, online", "fetch", "inplace/i", "--quiet", "--verify", codes=(0,))
+    score.check("--verify said it rebuilt", "rebuilding" in result.err, result.err)
+    score.check("the publisher file was downloaded again", blob_file.read_bytes() == pristine)
+    _served_right(score, "after re-download", "inplace/i", tensors["i"])
+    tamper()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    score.cli("--verify, offline", "fetch", "inplace/i", "--quiet", "--verify", codes=(1,))
+    try:
+        saereg.load_sae("inplace/i", quiet=True, verify=True)
+        served = True
+    except SaeregError:
+        served = False
+    if served:
+        score.count("corrupt or wrong cache entries served")
+    score.check("verify=True never serves the damaged file offline", not served)
+    score.done()
