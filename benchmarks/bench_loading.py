@@ -2,6 +2,12 @@
 
     python benchmarks/bench_loading.py [--runs 3] [--st-d-in 4096 --st-d-sae 65536]
                                        [--npz-d-in 2304 --npz-d-sae 16384] [--skip-st]
+                                       [--formats]
+
+`--formats` then runs, with the same `--runs`, the first-load benchmarks of every other
+format family at real widths (bench_formats_dl_sparsify.py: dictionary_learning and
+sparsify; bench_formats_other.py: Goodfire, DeepSeek-R1, Qwen Scope, mwhanna, mntss CLT,
+temporal), each in its own process so their big temporary files never coexist.
 
 Two real-size SAEs are written into a pre-populated Hugging Face cache (blobs named by
 their sha256, snapshot symlinks, refs/main), as `hf_hub_download` leaves them:
@@ -263,7 +269,21 @@ def main() -> int:
     parser.add_argument("--npz-d-in", type=int, default=2304)
     parser.add_argument("--npz-d-sae", type=int, default=16384)
     parser.add_argument("--skip-st", action="store_true", help="skip the safetensors case")
+    parser.add_argument(
+        "--formats", action="store_true", help="also run every format family at real widths"
+    )
     args = parser.parse_args()
+    status = _loading(args)
+    if args.formats:
+        here = Path(__file__).resolve().parent
+        for script in ("bench_formats_dl_sparsify.py", "bench_formats_other.py"):
+            print(f"\n== {script}", flush=True)
+            cmd = [sys.executable, str(here / script), "--runs", str(args.runs)]
+            status = status or subprocess.run(cmd, check=False).returncode
+    return status
+
+
+def _loading(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="saereg-bench-load-"))
     table: list[tuple[str, str, str]] = []
     try:
