@@ -60,6 +60,7 @@ format: saelens
 publisher: bench
 model: {{model}}
 repo_id: {ST_REPO}
+revision: null
 saes:
   - id: blocks.8.hook_resid_pre
     path: blocks.8.hook_resid_pre
