@@ -83,6 +83,25 @@ def snapshot(hf_cache: Path, repo_id: str, commit: str = COMMIT) -> Path:
     return folder
 
 
+def as_lfs_blob(file: Path) -> Path:
+    """Move a file written into a snapshot folder to blobs/<sha256> and leave a relative
+    symlink in its place: how the HF cache stores LFS files (saereg takes their sha256
+    from the blob name instead of reading them again)."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        while chunk := fh.read(64 << 20):
+            digest.update(chunk)
+    repo = next(p for p in file.parents if p.name.startswith("models--"))
+    blob = repo / "blobs" / digest.hexdigest()
+    blob.parent.mkdir(exist_ok=True)
+    file.rename(blob)
+    file.symlink_to(os.path.relpath(blob, file.parent))
+    return blob
+
+
 def print_rows(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'median':>11}  ratio")

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 import yaml
-from _bench import COMMIT, probe
+from _bench import COMMIT, as_lfs_blob, probe
 
 from saereg.canonical import LazyArray, write_safetensors
 
@@ -86,6 +86,7 @@ def make_dictionary_learning(root: Path, d: int, f: int) -> tuple[str, Path, int
         "b_dec": torch.zeros(d),
     }
     torch.save(state, folder / "ae.pt")
+    as_lfs_blob(folder / "ae.pt")
     trainer = {"dict_class": "BatchTopKSAE", "trainer_class": "BatchTopKTrainer", "k": 64}
     trainer.update(activation_dim=d, dict_size=f, layer=12, lm_name="google/gemma-2-2b")
     (folder / "config.json").write_text(
@@ -111,6 +112,7 @@ def make_sparsify(root: Path, d: int, m: int) -> tuple[str, Path, int]:
         for name, (shape, seed) in shapes.items()
     }
     write_safetensors(folder / "sae.safetensors", tensors, {"format": "pt"})
+    as_lfs_blob(folder / "sae.safetensors")
     cfg = {"expansion_factor": m // d, "normalize_decoder": True, "num_latents": m, "k": 192}
     (folder / "cfg.json").write_text(json.dumps({**cfg, "d_in": d}), encoding="utf-8")
     weights = sum(2 * int(torch.tensor(s).prod()) for s, _ in shapes.values())
