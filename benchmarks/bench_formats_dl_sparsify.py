@@ -32,19 +32,12 @@ from typing import Any
 
 import torch
 import yaml
-from _bench import COMMIT, as_lfs_blob, probe
+from _bench import as_lfs_blob, probe, snapshot
 
 from saereg.canonical import LazyArray, write_safetensors
 
 DL_REPO, DL_PATH = "bench/dl-batchtopk", "sweep/resid_post_layer_12/trainer_0"
 SP_REPO, SP_PATH = "bench/sparsify-llama", "layers.16"
-
-
-def _snapshot(root: Path, repo: str) -> Path:
-    cache = root / "hf" / f"models--{repo.replace('/', '--')}"
-    (cache / "refs").mkdir(parents=True)
-    (cache / "refs" / "main").write_text(COMMIT)
-    return cache / "snapshots" / COMMIT
 
 
 def _release(root: Path, name: str, fmt: str, repo: str, sae: dict[str, Any]) -> str:
@@ -75,7 +68,7 @@ def _random(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tens
 
 
 def make_dictionary_learning(root: Path, d: int, f: int) -> tuple[str, Path, int]:
-    folder = _snapshot(root, DL_REPO) / DL_PATH
+    folder = snapshot(root / "hf", DL_REPO) / DL_PATH
     folder.mkdir(parents=True)
     state = {
         "k": torch.tensor(64, dtype=torch.int),
@@ -99,7 +92,7 @@ def make_dictionary_learning(root: Path, d: int, f: int) -> tuple[str, Path, int
 
 
 def make_sparsify(root: Path, d: int, m: int) -> tuple[str, Path, int]:
-    folder = _snapshot(root, SP_REPO) / SP_PATH
+    folder = snapshot(root / "hf", SP_REPO) / SP_PATH
     folder.mkdir(parents=True)
     shapes = {
         "encoder.weight": ((m, d), 3),
@@ -160,7 +153,7 @@ def main() -> int:
                 make_dictionary_learning,
                 (args.dl_d, args.dl_f),
                 "torch_load",
-                "torch.load(weights_only)",
+                "torch.load with weights_only=True",
             ),
             (
                 f"sparsify {args.sparsify_d_in}x{args.sparsify_d_sae} bf16 sae.safetensors",

@@ -37,7 +37,9 @@ import yaml
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import print_rows, probe, snapshot
+from _bench import as_lfs_blob, print_rows, probe, snapshot
+
+WEIGHT_SUFFIXES = {".pt", ".pth", ".safetensors"}
 
 
 def _rand(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -181,9 +183,7 @@ CASES: dict[str, tuple[str, str, Callable[[Path], Path]]] = {
 
 
 def weights_bytes(folder: Path) -> int:
-    return sum(
-        p.stat().st_size for p in folder.rglob("*") if p.suffix in {".pt", ".pth", ".safetensors"}
-    )
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
 
 
 def run_case(name: str, runs: int) -> list[tuple[str, str, str]]:
@@ -192,6 +192,9 @@ def run_case(name: str, runs: int) -> list[tuple[str, str, str]]:
     try:
         folder = snapshot(root / "hf", repo)
         sample = write(folder)
+        for path in sorted(folder.rglob("*")):  # as the HF cache stores LFS files
+            if path.is_file() and not path.is_symlink() and path.suffix in WEIGHT_SUFFIXES:
+                as_lfs_blob(path)
         weights = weights_bytes(folder)
         env = {
             **os.environ,

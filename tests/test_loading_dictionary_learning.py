@@ -96,9 +96,8 @@ def _bad(hubenv, name: str, *, state=None, config=None, raw: bytes | None = None
 
 
 def _topk_state() -> dict:
-    return torch.load(
-        io.BytesIO(CASES["AutoEncoderTopK"].files[f"{dl.PATH}/ae.pt"]), weights_only=True
-    )
+    raw = CASES["AutoEncoderTopK"].files[f"{dl.PATH}/ae.pt"]
+    return torch.load(io.BytesIO(raw), weights_only=True)
 
 
 def test_unknown_class_is_a_clear_error(hubenv) -> None:
