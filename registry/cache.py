@@ -224,18 +224,27 @@ def remove(selected: Iterable[Entry]) -> int:
 
 
 def verify(entry: Entry, hasher: Any = None) -> list[str]:
-    """Problems of one entry: its own file (header, config, shapes) and, for in-place
-    entries, every publisher file by size and sha256 (read in full, once)."""
+    """Problems of one entry: its own file (header, config, shapes, the digest of its
+    tensor bytes) and, for in-place entries, every publisher file by size and sha256
+    (read in full, once)."""
     from .fetch import sha256_of
 
     hasher = hasher or sha256_of
     if entry.storage == "unreadable":
         return [entry.problem or "unreadable"]
+    from .integrity import PLACEHOLDER, stored_digest, tensor_digest
+
     try:
         read_config(entry.path, full_schema=True)
+        stored = stored_digest(entry.path)
+        actual = tensor_digest(entry.path)
     except (CanonicalFileError, ConfigError, OSError) as exc:
         return [str(exc)]
     problems = []
+    if stored is None or stored == PLACEHOLDER:
+        problems.append("no tensor digest in its header, so its own bytes cannot be verified")
+    elif actual != stored:
+        problems.append(f"its tensor bytes changed since it was written (digest {actual[:19]}…)")
     for s in entry.sources:
         if not s.blob.is_file():
             problems.append(f"{s.repo_path}: gone from the HF cache ({s.blob})")

@@ -129,3 +129,11 @@ def test_prune_all_and_rm(two, capsys) -> None:
     assert code == 0 and not two["gs"].exists()
     code, out, _ = cli(capsys, "ls")
     assert out.startswith("0 entries")
+
+
+def test_verify_checks_an_entrys_own_tensor_bytes(two, capsys) -> None:
+    data = bytearray(two["gs"].read_bytes())
+    data[-1] ^= 0xFF  # a flipped byte in the entry file's own tensors
+    two["gs"].write_bytes(bytes(data))
+    code, out, _ = cli(capsys, "verify")
+    assert code == 1 and "tensor bytes changed" in out and out.count(": ok") == 1
