@@ -118,7 +118,9 @@ def add_parser(sub: Any) -> None:
     q.set_defaults(func=cmd_ls)
 
     q = csub.add_parser(
-        "verify", help="check entries (header, config, tensor digest) and in-place entries' publisher files"
+        "verify",
+        help="check entries (header, config, tensor digest) and, for in-place entries, "
+        "their publisher files by sha256",
     )
     q.add_argument("refs", nargs="*", metavar="REF", help="only these SAEs (default: all)")
     q.add_argument("--json", action="store_true", help="print as JSON")
