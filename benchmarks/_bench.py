@@ -18,7 +18,8 @@ def status(key):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
 mode, arg = sys.argv[1], sys.argv[2]
-import numpy as np, torch, safetensors.torch, saereg.loading, saereg.sae, saereg.plugins.gemma_scope
+import numpy as np, torch, safetensors.torch
+import saereg.loading, saereg.sae.module, saereg.plugins.gemma_scope
 base = status("VmRSS")
 # ru_maxrss survives exec (a child can inherit its parent's peak), so reset the
 # high-water mark and read VmHWM where Linux allows it.
@@ -33,7 +34,7 @@ touch = mode.endswith("+touch")
 mode = mode.removesuffix("+touch")
 written = []
 if mode == "fetch":  # conversion only; the canonical file's write (+ fsync) timed apart
-    import saereg.canonical as canonical
+    import saereg.store.canonical as canonical
     real = canonical.write_safetensors
     def timed(*args, **kwargs):
         t = time.perf_counter()

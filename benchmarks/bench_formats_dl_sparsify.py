@@ -34,7 +34,8 @@ import torch
 import yaml
 from _bench import as_lfs_blob, probe, snapshot
 
-from saereg.canonical import LazyArray, write_safetensors
+from saereg.store.canonical import write_safetensors
+from saereg.store.tensors import LazyArray
 
 DL_REPO, DL_PATH = "bench/dl-batchtopk", "sweep/resid_post_layer_12/trainer_0"
 SP_REPO, SP_PATH = "bench/sparsify-llama", "layers.16"

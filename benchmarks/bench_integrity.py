@@ -29,9 +29,10 @@ def main() -> None:
 
     from safetensors.numpy import load_file
 
-    from saereg.canonical import read_header, write_canonical, write_safetensors
-    from saereg.integrity import Expected, verify_canonical
-    from saereg.sae_config import METADATA_KEY, SAEConfig
+    from saereg.store.canonical import write_canonical, write_safetensors
+    from saereg.store.integrity import Expected, verify_canonical
+    from saereg.store.sae_config import METADATA_KEY, SAEConfig
+    from saereg.store.tensors import read_header
 
     rng = np.random.default_rng(0)
     d_in, d_sae = args.d_in, args.d_sae

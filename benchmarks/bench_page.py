@@ -111,8 +111,9 @@ def main() -> int:
         print("no Chromium: apt-get install -y chromium", file=sys.stderr)
         return 2
 
-    from saereg.catalog import builtin_release_dir, read_releases
-    from saereg.catalogue_page import PAGE, render
+    from saereg.catalogue.release_dirs import builtin_release_dir
+    from saereg.catalogue.release_files import read_releases
+    from saereg.publish.catalogue_page import PAGE, render
 
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / PAGE

@@ -76,7 +76,7 @@ def _index_releases(env: dict[str, str]) -> list[dict[str, object]]:
         [
             sys.executable,
             "-c",
-            "import json, saereg.index as i; "
+            "import json, saereg.catalogue.index as i; "
             "print(json.dumps(list(i.load_index().releases.values())))",
         ],
         env=env,
@@ -89,7 +89,8 @@ def _index_releases(env: dict[str, str]) -> list[dict[str, object]]:
 
 def upstream_shaped_yaml(path: Path) -> None:
     """SAELens' pretrained_saes.yaml shape, rebuilt from the release files."""
-    from saereg.catalog import builtin_release_dir, read_release_file
+    from saereg.catalogue.release_dirs import builtin_release_dir
+    from saereg.catalogue.release_files import read_release_file
 
     out = {}
     for f in sorted(builtin_release_dir().glob("*.yaml")):
@@ -192,7 +193,7 @@ def main() -> int:
         up = median_seconds(upstream_lookup, max(5, args.runs // 3), warmup=1)
 
         def saereg_lookup() -> object:
-            from saereg.resolver import resolve
+            from saereg.catalogue.resolver import resolve
 
             return resolve(REF)
 

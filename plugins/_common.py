@@ -6,8 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from saereg.catalog import Release, SAEEntry, layer_of_hook, parse_width
-from saereg.hookspecs import Format, RemoteFile
+from saereg.formats import Format, Release, RemoteFile, SAEEntry, layer_of_hook, parse_width
 
 TL_HOOK = re.compile(r"^blocks\.(\d+)\.(?:(?:attn|mlp|ln1|ln2)\.)?hook_[a-z_]+$")
 

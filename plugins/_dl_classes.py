@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError, LazyArray
+from saereg.formats import CanonicalFileError, LazyArray
 
 from ._pickles import lazy_state_dict
 from ._tensors import as_float32, mapped, transposed
@@ -271,7 +271,7 @@ def _unit_decoder_fold(
 ) -> list[str]:
     """AutoEncoder.from_pretrained(normalize_decoder=True): unit decoder columns, norms
     folded into the encoder (output unchanged, latents scaled by the norms)."""
-    import torch
+    import torch  # deferred: torch
 
     norms = torch.linalg.vector_norm(_loaded(state[cls.W_dec]).float(), dim=0)
     if torch.allclose(norms, torch.ones_like(norms)):  # the publisher skips it then, too
@@ -296,7 +296,7 @@ def convert_state(
     raw: Mapping[str, Any], weights: Path, folder: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """config.json + ae.pt → (canonical config, canonical tensors)."""
-    import torch
+    import torch  # deferred: torch
 
     name, cls = dict_class(raw, f"{folder}/{CONFIG}")
     trainer = _trainer(raw, f"{folder}/{CONFIG}")

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from saereg.canonical import CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile
+from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry
 
 from ._tensors import as_float32, torch_load_mapped, transposed_mapped, uniform_dtype
 
@@ -41,8 +40,6 @@ class Key:
 def keys_of(w_enc: str, w_dec: str, b_enc: str, b_dec: str, *, linear: bool) -> Mapping[str, Key]:
     """The publisher's names of W_enc, W_dec, b_enc, b_dec (matrices [out, in] if
     `linear`), read-only."""
-    from types import MappingProxyType
-
     return MappingProxyType(
         {
             "W_enc": Key(w_enc, linear),
@@ -62,7 +59,7 @@ def linear_sae_tensors(
     file (training statistics, configs) are ignored; missing keys, non-tensors and
     shapes that disagree are errors naming the file and what was expected.
     """
-    import torch
+    import torch  # deferred: torch
 
     state, mapped = torch_load_mapped(path)
     missing = [k.name for k in keys.values() if k.name not in state]

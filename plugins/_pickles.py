@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import LazyArray
+from saereg.formats import LazyArray
 
 from ._tensors import torch_load, torch_load_mapped
 
@@ -38,7 +38,7 @@ def lazy_state_dict(path: Path, unwrap: str | None = None) -> dict[str, Any]:
     Files saved without the zip format (pre-1.6 torch) cannot be memory-mapped; each
     read then loads the file again (same values, slower).
     """
-    import torch
+    import torch  # deferred: torch
 
     state = _open(path, None, mmap=True)
     key = None

@@ -12,13 +12,15 @@ import dataclasses
 import functools
 import json
 import mmap
+import pickle
+import struct
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import (
+from saereg.formats import (
     CODE_OF,
     FLOAT_DTYPES,
     CanonicalFileError,
@@ -51,7 +53,7 @@ def safetensors_arrays(path: Path) -> dict[str, LazyArray]:
 
     def loader(name: str) -> Callable[[], Any]:
         def load() -> Any:
-            from safetensors import safe_open
+            from safetensors import safe_open  # deferred: safetensors
 
             with safe_open(str(path), framework="pt") as fh:
                 return fh.get_tensor(name)
@@ -74,8 +76,6 @@ def _npz_origin(
 ) -> Origin | None:
     """Where an uncompressed, C-ordered, little-endian float member's data starts in the
     archive file (a local file header, then the .npy header, then the raw array)."""
-    import struct
-
     info = archive.getinfo(member)
     name = str(dtype.newbyteorder("="))
     if info.compress_type != zipfile.ZIP_STORED or dtype.byteorder == ">" or name not in CODE_OF:
@@ -114,7 +114,7 @@ def header_arrays(shapes: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str
 def npz_arrays(path: Path) -> dict[str, LazyArray]:
     """Every array of a .npz file, unread (shapes come from each member's .npy header).
     Uncompressed members carry their origin in the archive, so they can be mapped."""
-    import numpy as np
+    import numpy as np  # deferred: numpy
 
     try:
         archive = zipfile.ZipFile(path)
@@ -162,9 +162,7 @@ def torch_load_mapped(path: Path) -> tuple[dict[str, Any], bool]:
 
 
 def _torch_load(path: Path, *, mmap: bool) -> tuple[dict[str, Any], bool]:
-    import pickle
-
-    import torch
+    import torch  # deferred: torch
 
     try:
         try:
@@ -226,7 +224,7 @@ def transposed_mapped(value: Any, mapped: bool, *, rows: int | None = None) -> L
     one copy of the tensor, not two."""
 
     def load() -> Any:
-        import torch
+        import torch  # deferred: torch
 
         src = value
         out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
@@ -284,7 +282,7 @@ def as_float32(value: Any) -> Any:
         return value  # nothing to cast: keep it a view of the publisher's bytes
 
     def cast(t: Any) -> Any:
-        import torch
+        import torch  # deferred: torch
 
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t.to(torch.float32)
@@ -294,7 +292,7 @@ def as_float32(value: Any) -> Any:
 
 def transposed(value: Any) -> Any:
     def tr(t: Any) -> Any:
-        import torch
+        import torch  # deferred: torch
 
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t.T.contiguous()
@@ -307,7 +305,7 @@ def sliced(value: Any, dim: int, start: int, stop: int) -> Any:
     """value[..., start:stop, ...] along `dim`."""
 
     def cut(t: Any) -> Any:
-        import torch
+        import torch  # deferred: torch
 
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t.narrow(dim, start, stop - start).contiguous()
@@ -321,7 +319,7 @@ def sliced(value: Any, dim: int, start: int, stop: int) -> Any:
 
 def scaled(value: Any, factor: float) -> Any:
     def mul(t: Any) -> Any:
-        import torch
+        import torch  # deferred: torch
 
         t = torch.as_tensor(t) if not hasattr(t, "detach") else t
         return t * factor

@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.formats import Format, Release, SAEEntry, hookimpl
 
 from ._pickled import LinearPickleFormat, keys_of
 

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.formats import Format, Release, SAEEntry, hookimpl
 
 from ._common import FolderFormat
 from ._dl_classes import CONFIG, WEIGHTS, canonical_config, convert_state

@@ -14,9 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import (
+    FLOAT_DTYPES,
+    CanonicalFileError,
+    Format,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+)
 
 from ._common import parse_width
 from ._tensors import npz_arrays, read_json, require, safetensors_arrays, scaled, transposed
@@ -205,7 +211,7 @@ class GemmaScopeFormat(Format):
         tensors = self._normalized_keys(arrays)
         scaling = tensors.pop("scaling_factor", None)
         if scaling is not None:
-            import numpy as np
+            import numpy as np  # deferred: numpy
 
             if not np.all(scaling.load() == 1):
                 raise CanonicalFileError(

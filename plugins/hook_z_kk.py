@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
 
 from ._pickled import Found, LinearPickleFormat, relu_config
 from ._tensors import read_json

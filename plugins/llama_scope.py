@@ -17,9 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
 
 from ._tensors import as_float32, mapped, read_json, require, transposed
 from ._tensors import safetensors_arrays as _arrays
@@ -194,7 +192,7 @@ class LlamaScopeFormat(Format):
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        import torch
+        import torch  # deferred: torch
 
         base, hp, weights = self._read(entry, local_files)
         arrays = _arrays(local_files[weights])

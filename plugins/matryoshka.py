@@ -10,8 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.formats import Format, Release, SAEEntry, hookimpl
 
 from ._common import TL_HOOK, parse_width, tl_hook_fields
 from .saelens import SAELensFormat

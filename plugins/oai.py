@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
 
 from ._tensors import as_float32, require, torch_load, transposed
 

@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.formats import CanonicalFileError, Format, Release, SAEEntry, hookimpl
 
 from ._pickled import Found, LinearPickleFormat, keys_of, relu_config
 

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, hookimpl
+from saereg.formats import FLOAT_DTYPES, CanonicalFileError, Format, Release, SAEEntry, hookimpl
 
 from ._common import TL_HOOK, FolderFormat, tl_hook_fields
 from ._tensors import mapped, read_json, safetensors_arrays, uniform_dtype
@@ -95,7 +93,7 @@ class SAELensFormat(FolderFormat):
         tensors = safetensors_arrays(local_files[weights])
         config = self._config(release, entry, raw, {n: t.shape for n, t in tensors.items()})
         if "log_threshold" in tensors and "threshold" not in tensors:  # legacy JumpReLU saves
-            import torch
+            import torch  # deferred: torch
 
             tensors["threshold"] = mapped(tensors.pop("log_threshold"), torch.exp)
         sf = tensors.pop("scaling_factor", None)
@@ -108,7 +106,7 @@ class SAELensFormat(FolderFormat):
     ) -> dict[str, Any]:
         """Old SAELens multiplied latents by a fine-tuning `scaling_factor` before W_dec;
         all ones means none. Otherwise it is folded into the rows of W_dec."""
-        import torch
+        import torch  # deferred: torch
 
         values = sf.load() if hasattr(sf, "load") else sf
         if bool(torch.all(values == 1)):

@@ -24,9 +24,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import FLOAT_DTYPES, CanonicalFileError
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import (
+    FLOAT_DTYPES,
+    CanonicalFileError,
+    Format,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+)
 
 from ._common import FolderFormat, parse_width
 from ._tensors import as_float32, read_json, safetensors_arrays, transposed

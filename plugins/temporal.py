@@ -24,10 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError, LazyArray
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
-from saereg.sae_config import temporal_attention_shapes
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    LazyArray,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+    temporal_attention_shapes,
+)
 
 from ._tensors import Files, Headers, header_arrays, mapped, safetensors_arrays, uniform_dtype
 
@@ -120,7 +126,7 @@ class TemporalFormat(Format):
 
 
 def _read_conf(path: Path, where: str) -> dict[str, Any]:
-    import yaml
+    import yaml  # deferred: yaml
 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -184,7 +190,7 @@ def _encoder(value: LazyArray, lam: float, *, transpose: bool) -> LazyArray:
     shape = tuple(reversed(value.shape)) if transpose else tuple(value.shape)
 
     def load() -> Any:
-        import torch
+        import torch  # deferred: torch
 
         src = value.load()
         src = src.T if transpose else src
@@ -194,7 +200,7 @@ def _encoder(value: LazyArray, lam: float, *, transpose: bool) -> LazyArray:
 
 
 def _zeros(n: int, like: LazyArray) -> Any:
-    import torch
+    import torch  # deferred: torch
 
     return torch.zeros(n, dtype=getattr(torch, like.dtype))
 

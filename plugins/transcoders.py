@@ -34,9 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.canonical import CanonicalFileError, LazyArray
-from saereg.catalog import Release, SAEEntry
-from saereg.hookspecs import Format, RemoteFile, hookimpl
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    LazyArray,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+)
 
 from ._tensors import (
     Files,
@@ -202,7 +208,7 @@ class MntssCLTFormat(Format):
         enc: Mapping[str, Any],
         dec: Mapping[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        import yaml
+        import yaml  # deferred: yaml
 
         layer = self._layer(entry)
         try:
@@ -249,8 +255,8 @@ def summed_over_targets(path: Path, name: str, value: LazyArray, rows: int = 512
     d_sae, _, d_out = value.shape
 
     def load() -> Any:
-        import torch
-        from safetensors import safe_open
+        import torch  # deferred: torch
+        from safetensors import safe_open  # deferred: safetensors
 
         with safe_open(str(path), framework="pt") as fh:
             part = fh.get_slice(name)

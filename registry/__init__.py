@@ -20,35 +20,35 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+#: Public name → the module that defines it, imported on first use.
 _LAZY = {
-    "resolve": ".resolver",
-    "attach": ".attach",
-    "Attachment": ".attach",
-    "AttachError": ".attach",
-    "canonical_model": ".models",
-    "get_model": ".models",
-    "ModelInfo": ".models",
-    "load_sae": ".loading",
-    "load_config": ".loading",
-    "fetch_canonical": ".loading",
-    "SAE": ".sae",
-    "NormState": ".sae",
-    "SAEConfig": ".sae_config",
-    "LazyArray": ".canonical",
-    "list_saes": ".resolver",
-    "get_release": ".resolver",
-    "ResolvedSAE": ".resolver",
-    "Release": ".catalog",
-    "SAEEntry": ".catalog",
-    "Format": ".hookspecs",
-    "RemoteFile": ".hookspecs",
-    "hookimpl": ".hookspecs",
-    "SaeregError": ".errors",
-    "UnknownReferenceError": ".errors",
-    "ReleaseFileError": ".errors",
-    "PluginError": ".errors",
+    "__version__": "saereg.base.version",
+    "resolve": "saereg.catalogue.resolver",
+    "list_saes": "saereg.catalogue.resolver",
+    "get_release": "saereg.catalogue.resolver",
+    "ResolvedSAE": "saereg.catalogue.resolver",
+    "Release": "saereg.catalogue.records",
+    "SAEEntry": "saereg.catalogue.records",
+    "canonical_model": "saereg.catalogue.models",
+    "get_model": "saereg.catalogue.models",
+    "ModelInfo": "saereg.catalogue.models",
+    "load_sae": "saereg.loading",
+    "load_config": "saereg.loading",
+    "fetch_canonical": "saereg.loading",
+    "SAE": "saereg.sae.module",
+    "NormState": "saereg.sae.module",
+    "attach": "saereg.sae.attach",
+    "Attachment": "saereg.sae.attach",
+    "AttachError": "saereg.sae.attach",
+    "SAEConfig": "saereg.store.sae_config",
+    "LazyArray": "saereg.store.tensors",
+    "Format": "saereg.formats",
+    "RemoteFile": "saereg.formats",
+    "hookimpl": "saereg.formats",
+    "SaeregError": "saereg.base.errors",
+    "UnknownReferenceError": "saereg.base.errors",
+    "ReleaseFileError": "saereg.base.errors",
+    "PluginError": "saereg.base.errors",
 }
 
 __all__ = [
@@ -82,23 +82,24 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .attach import AttachError, Attachment, attach
-    from .canonical import LazyArray
-    from .catalog import Release, SAEEntry
-    from .errors import PluginError, ReleaseFileError, SaeregError, UnknownReferenceError
-    from .hookspecs import Format, RemoteFile, hookimpl
-    from .loading import fetch_canonical, load_config, load_sae
-    from .models import ModelInfo, canonical_model, get_model
-    from .resolver import ResolvedSAE, get_release, list_saes, resolve
-    from .sae import SAE, NormState
-    from .sae_config import SAEConfig
+    from saereg.base.errors import PluginError, ReleaseFileError, SaeregError, UnknownReferenceError
+    from saereg.base.version import __version__
+    from saereg.catalogue.models import ModelInfo, canonical_model, get_model
+    from saereg.catalogue.records import Release, SAEEntry
+    from saereg.catalogue.resolver import ResolvedSAE, get_release, list_saes, resolve
+    from saereg.formats import Format, RemoteFile, hookimpl
+    from saereg.loading import fetch_canonical, load_config, load_sae
+    from saereg.sae.attach import AttachError, Attachment, attach
+    from saereg.sae.module import SAE, NormState
+    from saereg.store.sae_config import SAEConfig
+    from saereg.store.tensors import LazyArray
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'saereg' has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

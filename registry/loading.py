@@ -9,39 +9,37 @@ network call and reads one safetensors file straight onto the target device.
 from __future__ import annotations
 
 import errno
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .cache import mark_used
-from .canonical import (
-    CanonicalFileError,
-    canonical_cache_path,
-    read_config,
-    read_header,
-    write_canonical,
-)
-from .catalog import Release, SAEEntry
-from .errors import CacheWarning, SaeregError
-from .fetch import (
+from saereg.base.errors import CacheWarning, SaeregError
+from saereg.base.version import __version__
+from saereg.catalogue.models import hf_hooks
+from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.resolver import resolve_entry
+from saereg.formats import Format, get_registry
+from saereg.sae.arguments import check_device, check_dtype
+from saereg.store.cache import mark_used
+from saereg.store.canonical import canonical_cache_path, read_config, write_canonical
+from saereg.store.fetch import (
     cached_commit,
     fetch_files,
+    hf_cache_dir,
     known_revision,
     remote_safetensors_header,
     show_progress,
 )
-from .hookspecs import Format
-from .models import hf_hooks
-from .plugin_manager import get_registry
-from .resolver import resolve_entry
-from .sae_config import ConfigError, SAEConfig
-from .storage import SourceFileError, plan_in_place
+from saereg.store.in_place import SourceFileError, plan_in_place
+from saereg.store.integrity import Expected, PublisherFileChanged, verify_canonical
+from saereg.store.sae_config import ConfigError, SAEConfig
+from saereg.store.tensors import CanonicalFileError, read_header
 
 if TYPE_CHECKING:
     import torch
 
-    from .sae import SAE
+    from saereg.sae.module import SAE
 
 
 class ConversionError(SaeregError):
@@ -209,8 +207,6 @@ def _fetch_canonical(
 
 
 def _verify_rebuilt(path: Path, release: Release, entry: SAEEntry, revision: str | None) -> None:
-    from .integrity import Expected, verify_canonical
-
     expect = Expected(release.name, entry.id, revision, entry.path, dict(entry.sha256 or {}))
     try:
         verify_canonical(path, expect, deep=True)
@@ -255,8 +251,6 @@ def _cache_hit(
 ) -> bool:
     """Whether the cached canonical file at `path` may be served for this SAE (publisher
     files found changed are added to `changed`)."""
-    from .integrity import Expected, PublisherFileChanged, verify_canonical
-
     if not path.is_file():
         return False
     expect = Expected(release.name, entry.id, revision, entry.path, dict(entry.sha256 or {}))
@@ -266,8 +260,6 @@ def _cache_hit(
         if isinstance(exc, PublisherFileChanged) and changed is not None:
             changed.append(str(exc))
         if warn:
-            import warnings
-
             warnings.warn(f"{_short(exc)}; rebuilding it from the publisher files", CacheWarning, 2)
         return False
     return True
@@ -289,8 +281,7 @@ def load_sae(
     read the cached canonical file directly onto the device. `verify` also checks the
     cached tensor bytes against the digest in the file (a full read).
     """
-    from .arguments import check_device, check_dtype
-    from .sae import SAE
+    from saereg.sae.module import SAE  # torch: imported only when a module is built
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
     path = fetch_canonical(ref, revision=revision, force=force, quiet=quiet, verify=verify)
@@ -330,9 +321,7 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
 
 
 def _header_for(release: Release, path: str, revision: str | None) -> dict[str, Any] | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    from .fetch import hf_cache_dir
+    from huggingface_hub import try_to_load_from_cache  # deferred: huggingface_hub
 
     if not release.repo_id:
         return None

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from saereg.plugin_manager import reset_registry
+from saereg.formats import reset_registry
 
 REPO = Path(__file__).resolve().parent.parent
 

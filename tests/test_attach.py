@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import saereg
-from saereg.hooks import LAYOUTS, TL_NAME, hf_hook
-from saereg.sae import SAE
-from saereg.sae_config import SAEConfig
+from saereg.catalogue.hooks import LAYOUTS, TL_NAME, hf_hook
+from saereg.sae.module import SAE
+from saereg.store.sae_config import SAEConfig
 
 transformers = pytest.importorskip("transformers")
 

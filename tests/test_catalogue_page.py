@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 
 from saereg import cli
-from saereg.catalog import Release, SAEEntry, builtin_release_dir, read_releases
-from saereg.catalogue_page import render
-from saereg.docs import generate, stale_files
-from saereg.index import load_index
+from saereg.catalogue.index import load_index
+from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.release_dirs import builtin_release_dir
+from saereg.catalogue.release_files import read_releases
+from saereg.publish.catalogue_page import render
+from saereg.publish.docs import generate, stale_files
 
 from .browser import INSTALL_HINT, Browser, find_chromium
 from .conftest import REPO

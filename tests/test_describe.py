@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saereg.catalog import Release, SAEEntry
-from saereg.plugin_manager import get_registry
+from saereg.catalogue.records import Release, SAEEntry
+from saereg.formats import get_registry
 
 
 def describe(fmt: str, repo_id: str, path: str, sae_id: str | None = None, **release) -> dict:
@@ -250,7 +250,8 @@ def test_other_formats() -> None:
 def test_every_catalogue_entry_is_consistent_with_its_format() -> None:
     """Registry-driven: what each plugin derives agrees with every committed release file,
     except where upstream's observed configs are known to differ (recorded by the importer)."""
-    from saereg.catalog import builtin_release_dir, read_release_file
+    from saereg.catalogue.release_dirs import builtin_release_dir
+    from saereg.catalogue.release_files import read_release_file
 
     registry = get_registry()
     checked = 0

@@ -6,8 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
-from saereg.catalog import builtin_release_dir
-from saereg.docs import generate
+from saereg.catalogue.release_dirs import builtin_release_dir
+from saereg.publish.docs import generate
 
 from .conftest import REPO, run_saereg
 
@@ -182,7 +182,7 @@ def test_page_shape_links_and_unknowns() -> None:
 
 
 def test_every_sae_appears_once_in_the_catalogue_page() -> None:
-    from saereg.catalog import read_release_file
+    from saereg.catalogue.release_files import read_release_file
 
     releases = [read_release_file(p) for p in sorted(builtin_release_dir().glob("*.yaml"))]
     ours = sections((REPO / "docs" / "pretrained_saes.md").read_text())
@@ -192,7 +192,7 @@ def test_every_sae_appears_once_in_the_catalogue_page() -> None:
 
 
 def test_output_is_deterministic_and_check_detects_stale_pages(tmp_path: Path) -> None:
-    from saereg.catalog import read_release_file
+    from saereg.catalogue.release_files import read_release_file
 
     releases = [read_release_file(p) for p in sorted(builtin_release_dir().glob("*.yaml"))]
     assert generate(releases) == generate(list(reversed(releases)))

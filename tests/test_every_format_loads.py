@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import saereg
-from saereg.catalog import builtin_release_dir
-from saereg.index import load_index
+from saereg.catalogue.index import load_index
+from saereg.catalogue.release_dirs import builtin_release_dir
 
 from .layouts._case import LayoutCase
 from .layouts._serve import serve
@@ -87,7 +87,7 @@ def test_every_catalogued_format_has_layout_cases(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_catalogued_format_loads(fmt: str) -> None:
-    from saereg.plugin_manager import get_registry
+    from saereg.formats import get_registry
 
     assert get_registry().format(fmt).loads, f"format {fmt!r} only describes its SAEs"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from saereg.catalog import read_release_file
+from saereg.catalogue.release_files import read_release_file
 
 from .conftest import run_saereg, write
 
@@ -213,7 +213,7 @@ def test_import_rejects_missing_inputs(tmp_path: Path) -> None:
 
 
 def test_committed_catalogue_has_the_upstream_counts() -> None:
-    from saereg.catalog import builtin_release_dir
+    from saereg.catalogue.release_dirs import builtin_release_dir
 
     files = [
         p

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from saereg import index as index_mod
-from saereg.index import load_index
+from saereg.catalogue import index as index_mod
+from saereg.catalogue.index import load_index
 
 from .conftest import write
 

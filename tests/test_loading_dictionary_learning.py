@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import saereg
-from saereg.errors import SaeregError
+from saereg.base.errors import SaeregError
 from saereg.loading import load_config
 
 from .layouts import dictionary_learning as dl
@@ -149,7 +149,7 @@ def test_pickle_carrying_code_is_refused(hubenv) -> None:
 
 
 def test_discover_lists_trainer_folders() -> None:
-    from saereg.plugin_manager import get_registry
+    from saereg.formats import get_registry
 
     listing = [f"{dl.PATH}/ae.pt", f"{dl.PATH}/config.json", "sweep/resid_post_layer_3/x.json"]
     found = get_registry().format("dictionary_learning").discover("org/repo", listing)

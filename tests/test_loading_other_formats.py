@@ -166,7 +166,7 @@ def test_temporal_decode_alone_is_the_novel_part(hubenv) -> None:
     assert not torch.allclose(sae.decode(novel), sae(x))
     with pytest.raises(ValueError, match="cannot be truncated"):
         sae.truncated(4)
-    from saereg.canonical import export_saelens
+    from saereg.store.canonical import export_saelens
 
     with refused("no SAELens layout runs temporal SAEs"):
         export_saelens(sae.cfg, {}, Path("/nonexistent"))

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save as st_save
 
 import saereg
-from saereg.canonical import canonical_cache_path
 from saereg.loading import fetch_canonical, load_config
+from saereg.store.canonical import canonical_cache_path
 
 from .conftest import run_saereg
 from .publishers import gemma_scope2, release_yaml, saelens_folder
@@ -195,7 +195,7 @@ def test_missing_upstream_file(hubenv) -> None:
 def test_interrupted_conversion_leaves_nothing_that_loads(hubenv, monkeypatch) -> None:
     files, _ = saelens_folder("sae")
     ref, commit = publish(hubenv, files)
-    import saereg.canonical as canonical
+    import saereg.store.canonical as canonical
 
     monkeypatch.setenv("SAEREG_IN_PLACE", "0")  # a full conversion, streamed tensor by tensor
     real = canonical._copy_origin
@@ -300,7 +300,7 @@ def test_progress_bars_follow_quiet(hubenv, capfd, monkeypatch) -> None:
 
 
 def test_hf_cache_location_follows_the_environment(monkeypatch, tmp_path) -> None:
-    from saereg.fetch import hf_cache_dir
+    from saereg.store.fetch import hf_cache_dir
 
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import saereg
-from saereg.canonical import read_config
 from saereg.loading import fetch_canonical, load_config
+from saereg.store.canonical import read_config
 
 from .publishers import release_yaml, saelens_folder, saelens_reference
 
@@ -258,8 +258,8 @@ def test_export_saelens_layout(hubenv, tmp_path) -> None:
 
 
 def test_constant_scale_normalization_matches_scaled_input() -> None:
-    from saereg.sae import SAE
-    from saereg.sae_config import SAEConfig
+    from saereg.sae.module import SAE
+    from saereg.store.sae_config import SAEConfig
 
     g = torch.Generator().manual_seed(4)
     t = {

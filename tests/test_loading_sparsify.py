@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import save
 
 import saereg
-from saereg.catalog import Release, SAEEntry
-from saereg.errors import SaeregError
+from saereg.base.errors import SaeregError
+from saereg.catalogue.records import Release, SAEEntry
+from saereg.formats import get_registry
 from saereg.loading import load_config
-from saereg.plugin_manager import get_registry
 
 from .layouts import sparsify as sp
 from .layouts._serve import compare, serve

@@ -9,8 +9,8 @@ import copy
 import pytest
 from jsonschema import Draft202012Validator
 
-from saereg.minischema import UnsupportedSchema, iter_errors
-from saereg.sae_config import config_schema
+from saereg.catalogue.minischema import UnsupportedSchema, iter_errors
+from saereg.store.sae_config import config_schema
 
 VALID = {
     "config_version": 1,

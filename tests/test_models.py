@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
-from saereg.catalog import INHERITABLE, builtin_release_dir, load_yaml, migrate, release_files
+from saereg.catalogue.hooks import hf_hook, site_of, tl_hook_name
+from saereg.catalogue.migrations import migrate
+from saereg.catalogue.models import canonical_model, get_model, model_table
+from saereg.catalogue.records import INHERITABLE
+from saereg.catalogue.release_dirs import builtin_release_dir, release_files
+from saereg.catalogue.resolver import list_saes, resolve
+from saereg.catalogue.safeyaml import load_yaml
 from saereg.cli import main
-from saereg.hooks import hf_hook, site_of, tl_hook_name
-from saereg.models import canonical_model, get_model, model_table
-from saereg.resolver import list_saes, resolve
 
 from .conftest import run_saereg, write
 
@@ -207,7 +210,7 @@ def test_validate_checks_the_models_table(tmp_path: Path) -> None:
 
 def test_resolve_imports_neither_yaml_nor_torch() -> None:
     code = (
-        "import sys; from saereg.resolver import resolve; "
+        "import sys; from saereg.catalogue.resolver import resolve; "
         "r = resolve('gpt2-small-res-jb/blocks.8.hook_resid_pre'); "
         "print(r.d_in, 'yaml' in sys.modules, 'torch' in sys.modules)"
     )

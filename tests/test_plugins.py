@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saereg.plugin_manager import get_registry
+from saereg.formats import get_registry
 
 from .conftest import run_saereg, write
 
@@ -214,7 +214,7 @@ def test_plugin_with_unknown_hook_is_disabled(tmp_path: Path) -> None:
 
 
 def test_format_base_class_refuses_weights_it_cannot_convert() -> None:
-    from saereg.hookspecs import Format
+    from saereg.formats import Format
 
     class DescribeOnly(Format):
         name = "describe_only"
@@ -226,7 +226,7 @@ def test_format_base_class_refuses_weights_it_cannot_convert() -> None:
 
 
 def test_unknown_format_lookup_names_installed_ones() -> None:
-    from saereg.errors import PluginError
+    from saereg.base.errors import PluginError
 
     with pytest.raises(
         PluginError, match=r"unknown format 'nope'; installed formats: deepseek_r1,"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from saereg.catalog import CURRENT_SCHEMA, MIGRATIONS, migrate, read_release_file
-from saereg.errors import ReleaseFileError
+from saereg.base.errors import ReleaseFileError
+from saereg.catalogue.migrations import CURRENT_SCHEMA, MIGRATIONS, migrate
+from saereg.catalogue.release_files import read_release_file
 
 from .conftest import run_saereg, write
 

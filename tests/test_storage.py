@@ -14,11 +14,12 @@ import torch
 from safetensors.torch import save as st_save
 
 import saereg
-from saereg.canonical import read_config, read_header
-from saereg.fetch import FetchError
 from saereg.loading import fetch_canonical
-from saereg.sae import SAE
-from saereg.storage import SourceFileError
+from saereg.sae.module import SAE
+from saereg.store.canonical import read_config
+from saereg.store.fetch import FetchError
+from saereg.store.in_place import SourceFileError
+from saereg.store.tensors import read_header
 
 from .publishers import (
     gemma_scope_npz,
@@ -163,8 +164,8 @@ def test_llama_scope_transposed_and_cast_in_place(hubenv) -> None:
     assert torch.equal(bf.W_enc, raw["tensors"]["encoder.weight"].T)
     assert torch.equal(bf.W_enc.float(), sae.W_enc)
     # export folds the input scale back into the weights, as before
-    from saereg.canonical import export_saelens
-    from saereg.storage import read_tensors
+    from saereg.store.canonical import export_saelens
+    from saereg.store.in_place import read_tensors
 
     out = export_saelens(cfg, read_tensors(path, cfg, "cpu"), path.parent / "export")
     from safetensors.torch import load_file
@@ -285,16 +286,16 @@ def test_truncated_publisher_blob_is_not_read(hubenv) -> None:
 
 
 def test_lfs_files_are_not_hashed_again(hubenv, monkeypatch) -> None:
-    import saereg.fetch
+    import saereg.store.fetch
 
     hashed = []
-    real = saereg.fetch.sha256_of
+    real = saereg.store.fetch.sha256_of
 
     def spy(path):
         hashed.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(saereg.fetch, "sha256_of", spy)
+    monkeypatch.setattr(saereg.store.fetch, "sha256_of", spy)
     files, _ = saelens_folder("sae")
     ref, _ = publish_saelens(hubenv, files)
     cfg = read_config(fetch_canonical(ref, quiet=True))
@@ -343,8 +344,8 @@ def test_tampered_storage_block_is_an_error_not_a_crash(hubenv, tmp_path) -> Non
 
     from safetensors.torch import save_file
 
-    from saereg.canonical import CanonicalFileError
-    from saereg.sae_config import METADATA_KEY
+    from saereg.store.sae_config import METADATA_KEY
+    from saereg.store.tensors import CanonicalFileError
 
     files, _ = saelens_folder("sae")
     ref, _ = publish_saelens(hubenv, files)
@@ -376,8 +377,8 @@ def test_files_of_one_sae_come_from_one_commit(hubenv) -> None:
 
 def test_only_consistent_origins_are_referenced(tmp_path, monkeypatch) -> None:
     """A plugin's LazyArray whose origin does not describe it exactly is written, not mapped."""
-    from saereg.canonical import LazyArray, Origin
-    from saereg.storage import plan_in_place
+    from saereg.store.in_place import plan_in_place
+    from saereg.store.tensors import LazyArray, Origin
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     blob = tmp_path / "models--a--b" / "blobs" / ("0" * 64)
@@ -404,12 +405,12 @@ def test_only_consistent_origins_are_referenced(tmp_path, monkeypatch) -> None:
 def test_branch_moving_between_two_downloads(hubenv, monkeypatch) -> None:
     """The branch moves upstream after cfg.json was downloaded: the weights still come
     from cfg.json's commit (one commit per SAE, never a mix)."""
-    import saereg.fetch
+    import saereg.store.fetch
 
     files1, t1 = saelens_folder("sae")
     ref, commit1 = publish_saelens(hubenv, files1)
     files2, _ = saelens_folder("sae", d_sae=32)
-    real = saereg.fetch.hf_download
+    real = saereg.store.fetch.hf_download
 
     def racing(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -419,7 +420,7 @@ def test_branch_moving_between_two_downloads(hubenv, monkeypatch) -> None:
         return out
 
     racing.moved = False
-    monkeypatch.setattr(saereg.fetch, "hf_download", racing)
+    monkeypatch.setattr(saereg.store.fetch, "hf_download", racing)
     sae = saereg.load_sae(ref)
     assert (
         read_config(fetch_canonical(ref, revision=commit1, quiet=True)).source["revision"]

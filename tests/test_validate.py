@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saereg.catalog import builtin_release_dir
+from saereg.catalogue.release_dirs import builtin_release_dir
 
 from .conftest import run_saereg, write
 

@@ -60,7 +60,7 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
         [
             str(python),
             "-c",
-            "import saereg, saereg.catalog as c; print(saereg.__file__); "
+            "import saereg, saereg.catalogue.release_dirs as c; print(saereg.__file__); "
             "print(c.builtin_release_dir()); print(c.builtin_schema_dir())",
         ],
         check=True,

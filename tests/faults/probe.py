@@ -87,7 +87,7 @@ class Score:
 
 def run_cli(*argv: str, env: dict[str, str | None] | None = None) -> Result:
     from saereg.cli import main
-    from saereg.plugin_manager import reset_registry
+    from saereg.formats import reset_registry
 
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in env or {}}

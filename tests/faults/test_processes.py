@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from saereg.integrity import verify_canonical
-from saereg.tempfiles import create_locked, remove_stale
+from saereg.store.integrity import verify_canonical
+from saereg.store.tempfiles import create_locked, remove_stale
 
 from ..conftest import run_saereg
 from ..publishers import release_yaml, saelens_folder
@@ -66,7 +66,7 @@ def test_every_format_offline_and_uncached_fails_in_one_line(monkeypatch, tmp_pa
     score = Score("every format, offline")
     monkeypatch.setenv("SAEREG_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    from saereg.plugin_manager import get_registry
+    from saereg.formats import get_registry
 
     for name in sorted(get_registry().formats):
         listed = json.loads(run_cli("list", "--format", name, "--json").out or "[]")
@@ -77,7 +77,7 @@ def test_every_format_offline_and_uncached_fails_in_one_line(monkeypatch, tmp_pa
 
 CHILD = """
 import os, sys, time
-import saereg.canonical as c
+import saereg.store.canonical as c
 ready, point, ref = sys.argv[1:4]
 def pause(*args, **kwargs):
     open(ready, "w").close()

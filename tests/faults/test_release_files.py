@@ -252,8 +252,8 @@ def test_extra_releases_cannot_take_over_built_in_references(tmp_path, monkeypat
 
 def test_yaml_hazards_are_named_with_their_lines(tmp_path) -> None:
     score = Score("release files")
-    from saereg.errors import ReleaseFileError
-    from saereg.safeyaml import decode, load
+    from saereg.base.errors import ReleaseFileError
+    from saereg.catalogue.safeyaml import decode, load
 
     cases = {
         "a: 1\nb:\n  c: 2\n  c: 3\n": "4: duplicate key 'c' (first at line 3)",

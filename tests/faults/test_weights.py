@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import save as st_save
 
 import saereg
-from saereg.canonical import canonical_cache_path
-from saereg.errors import CacheWarning, SaeregError
-from saereg.integrity import DIGEST_KEY, tensor_digest, verify_canonical
+from saereg.base.errors import CacheWarning, SaeregError
+from saereg.store.canonical import canonical_cache_path
+from saereg.store.digest import DIGEST_KEY, tensor_digest
+from saereg.store.integrity import verify_canonical
 
 from ..publishers import gemma_scope_npz, oai_pt, release_yaml, saelens_folder
 from .probe import Score
@@ -426,7 +427,7 @@ def test_a_tampered_publisher_file_under_an_in_place_entry(hubenv, monkeypatch) 
     tensors, _ = _publish_good(hubenv, "inplace", folders=("i",))
     score.cli("in-place fetch", "fetch", "inplace/i", "--quiet", codes=(0,))
     [entry] = [p for p in _canonical_files(hubenv) if p.suffix == ".safetensors"]
-    from saereg.canonical import read_config
+    from saereg.store.canonical import read_config
 
     storage = read_config(entry).storage
     score.check("the entry reads the publisher file in place", bool(storage), str(storage)[:200])

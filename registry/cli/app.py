@@ -1,0 +1,163 @@
+"""The `saereg` command line: the entry point and its error boundary.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or a reference/value that names nothing.
+
+Commands live in one module per group (`saereg.cli.lookup`, `.weights`, ...), each adding
+its parsers through a `PARSERS` table. Only the module of the command being run is
+imported (as pip does with its commands table), so `saereg resolve` stays a short-lived
+process that imports neither torch, yaml nor the plugins, and `saereg --help` imports no
+command at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from saereg.base.errors import SaeregError
+from saereg.base.version import __version__
+from saereg.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+#: command → (module of saereg.cli that implements it, the one line `--help` shows).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "resolve": ("lookup", "print everything the catalogue knows about one SAE"),
+    "fetch": ("weights", "download and convert one SAE; print the canonical file's path"),
+    "export": ("weights", "write an SAE in another library's layout"),
+    "inspect": ("weights", "config and tensor shapes of a canonical file"),
+    "list": ("lookup", "list SAEs of the whole catalogue, filtered"),
+    "info": ("lookup", "summarise one release"),
+    "models": ("lookup", "list the models the catalogue knows: names, hub ids, families, shapes"),
+    "validate": ("release_files", "check release files: schema, then a reviewer's lints"),
+    "docs": ("publish", "regenerate the markdown catalogue from the release files"),
+    "new": ("publish", "scaffold a release file from a repository's file listing"),
+    "sync-check": ("publish", "compare releases with their repositories"),
+    "migrate": ("release_files", "rewrite release files in the current schema version"),
+    "cache": ("cache", "list, verify, prune or remove saereg's cached SAEs"),
+    "plugins": ("plugins", "list installed plugins and their formats"),
+    "import": ("publish", "import an upstream catalogue into release files"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage block otherwise)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command word of a command line: the first argument that is not an option
+    (the top-level options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: every command is listed, but only the one `argv` names gets
+    its arguments (and only its module is imported)."""
+    parser = _Parser(
+        prog="saereg",
+        description="Registry and format-conversion hub for pretrained sparse autoencoders.",
+        epilog="References: RELEASE/SAE_ID, a Neuronpedia id (gpt2-small/8-res-jb), or "
+        "hf:ORG/REPO/PATH. Exit codes: 0 ok, 1 failure, 2 bad usage or unknown reference.",
+    )
+    parser.add_argument("--version", action="version", version=f"saereg {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of a failure (also {DEBUG_ENV}=1); may be given "
+        "anywhere on the command line",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    chosen = _command_in(argv)
+    for name, (module, summary) in COMMANDS.items():
+        if name == chosen:
+            commands = importlib.import_module(f"saereg.cli.{module}")
+            commands.PARSERS[name](sub, summary)
+        else:
+            sub.add_parser(name, help=summary)  # listed in --help; never run
+    return parser
+
+
+# --------------------------------------------------------------------------- errors
+
+DEBUG_ENV = "SAEREG_DEBUG"
+#: The longest message printed; the rest is cut (a one-line message stays readable).
+MAX_MESSAGE = 2000
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code for a failure that reached the top of a command."""
+    if isinstance(exc, SaeregError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, NotImplementedError):
+        return str(exc) or "not supported yet", EXIT_FAILURE
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        hint = " (check SAEREG_CACHE, SAEREG_RELEASES and the paths given)" if where else ""
+        return (f"{where}: {reason}{hint}" if where else reason), EXIT_FAILURE
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8",
+            EXIT_FAILURE,
+        )
+    if isinstance(exc, MemoryError):
+        return "out of memory", EXIT_FAILURE
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to process", EXIT_FAILURE
+    return (
+        f"internal error: {type(exc).__name__}: {exc}. Run with --debug (or {DEBUG_ENV}=1) "
+        "for the traceback, and please report it",
+        EXIT_FAILURE,
+    )
+
+
+@contextmanager
+def _warnings_as_lines(prefix: str) -> Iterator[None]:
+    """Warnings (e.g. a release file left out of the catalogue) as one line each."""
+
+    def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"{prefix}: warning: {one_line(str(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():  # the filters stay as they are; only the printing changes
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends in one line on stderr and an exit code
+    (0 ok, 1 failure, 2 bad usage or unknown reference); --debug shows the traceback."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    args_list = [a for a in args_list if a != "--debug"]
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    prefix = f"saereg {args.command}"
+    try:
+        with _warnings_as_lines(prefix):
+            return int(args.func(args))
+    except BrokenPipeError:  # `saereg list | head`
+        return EXIT_OK
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        message, code = describe_failure(exc)
+        print(f"{prefix}: {one_line(message)}", file=sys.stderr)
+        return code

@@ -1,0 +1,154 @@
+"""`saereg fetch`, `export` and `inspect`: canonical files, downloaded and converted
+once, written in another library's layout, or described."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from saereg.cli.output import EXIT_OK, EXIT_USAGE, Subparsers, print_json
+from saereg.loading import fetch_canonical
+from saereg.store.canonical import export_saelens, read_config
+from saereg.store.in_place import read_tensors, referenced
+from saereg.store.tensors import CODE_OF, read_header
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    path = fetch_canonical(
+        args.ref,
+        revision=args.revision,
+        force=args.force,
+        quiet=True if args.quiet else None,
+        verify=args.verify,
+    )
+    if args.json:
+        cfg = read_config(path)
+        print_json({"path": str(path), "config": cfg.to_dict()})
+    else:
+        print(path)
+    return EXIT_OK
+
+
+def _canonical_file(ref: str, revision: str | None, quiet: bool) -> Path:
+    """A canonical file given as a path, or fetched for a catalogue reference."""
+    candidate = Path(ref)
+    if candidate.suffix == ".safetensors" and candidate.is_file():
+        return candidate
+
+    return fetch_canonical(ref, revision=revision, quiet=True if quiet else None)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"saereg export: --out {out} is a file; give a directory", file=sys.stderr)
+        return EXIT_USAGE
+    path = _canonical_file(args.ref, args.revision, args.quiet)
+    cfg = read_config(path)
+    tensors = read_tensors(path, cfg, "cpu")
+    written = export_saelens(cfg, tensors, out)
+    for p in written:
+        print(p)
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.is_file():
+        print(f"saereg inspect: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    cfg = read_config(path, full_schema=True)
+    header, _ = read_header(path)
+    tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in header.items()}
+    for name, ref in referenced(cfg).items():
+        tensors[name] = {"dtype": CODE_OF[ref["dtype"]], "shape": ref["shape"], "in_place": ref}
+    tensors = dict(sorted(tensors.items()))
+    if args.json:
+        print_json({"path": str(path), "config": cfg.to_dict(), "tensors": tensors})
+        return EXIT_OK
+    print(f"{path}")
+    src = cfg.source
+    print(
+        f"  source        {src.get('release')}/{src.get('sae_id')} ({src.get('format')} format, "
+        f"revision {src.get('revision') or 'unknown'})"
+    )
+    kind = cfg.architecture + (" transcoder" if cfg.transcoder else "")
+    print(f"  architecture  {kind}" + (f", k={cfg.k}" if cfg.k else ""))
+    print(
+        f"  d_in/d_sae    {cfg.d_in} / {cfg.d_sae}"
+        + (f" -> d_out {cfg.d_out}" if cfg.transcoder else "")
+    )
+    print(
+        f"  hook          {cfg.hook_name}"
+        + (f" -> {cfg.hook_name_out}" if cfg.hook_name_out else "")
+    )
+    norm = ", ".join(f"{k}={v}" for k, v in cfg.normalization.items())
+    print(f"  normalization {norm}; b_dec subtracted from input: {cfg.apply_b_dec_to_input}")
+    print(f"  reshape       {cfg.reshape}; dtype {cfg.dtype}")
+    if cfg.nested_widths:
+        print(f"  nested widths {', '.join(map(str, cfg.nested_widths))}")
+    for note in cfg.folded:
+        print(f"  folded        {note}")
+    print("  tensors:")
+    for name, info in tensors.items():
+        ref = info.get("in_place")
+        where = f"  in place: {ref['file']} {ref['tensor']}" if ref else ""
+        ops = "".join(f" {op[0]}" for op in ref["ops"]) if ref else ""
+        print(f"    {name:<10} {info['dtype']:<5} {info['shape']}{where}{ops}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _add_fetch(sub: Subparsers, summary: str) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help=summary,
+        description="Download the publisher's files (through the Hugging Face cache or "
+        "plain URLs), convert them once into a canonical safetensors file in $SAEREG_CACHE, "
+        "and print its path. A second fetch makes no network call.",
+    )
+    p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
+    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument("--force", action="store_true", help="download and convert again")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the cached tensor bytes against the digest in the file (reads it "
+        "all); a mismatch rebuilds it from the publisher files",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the path and canonical config")
+    p.set_defaults(func=cmd_fetch)
+
+
+def _add_export(sub: Subparsers, summary: str) -> None:
+    p = sub.add_parser("export", help=summary)
+    p.add_argument("ref", help="a reference, or a canonical .safetensors file")
+    p.add_argument(
+        "--format",
+        choices=["saelens"],
+        default="saelens",
+        help="target layout: saelens (cfg.json + sae_weights.safetensors)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_inspect(sub: Subparsers, summary: str) -> None:
+    p = sub.add_parser("inspect", help=summary)
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+
+PARSERS: dict[str, Callable[[Subparsers, str], None]] = {
+    "fetch": _add_fetch,
+    "export": _add_export,
+    "inspect": _add_inspect,
+}

@@ -1,0 +1,195 @@
+"""The plugin contract: everything a format plugin is written against, in one module.
+
+A plugin is any module or object registered under the entry-point group ``saereg`` in
+its package metadata (saereg's built-in formats register through exactly that group)::
+
+    [project.entry-points.saereg]
+    my_format = "my_package.my_format"
+
+It implements one or both hooks with ``@hookimpl``:
+
+``saereg_formats() -> list[Format]``
+    the `Format` objects it provides, each named by the value of ``format:`` that release
+    files use; a name two plugins provide is an error naming both.
+``saereg_release_dirs() -> list[Path]``
+    extra directories of release files (and a ``models/models.yaml``) it ships.
+
+(The hooks are declared for pluggy in `saereg.base.hookspecs`.)
+
+A plugin **describes and converts**. It never downloads: the core fetches the
+`RemoteFile`s that `Format.files` names and hands `convert` local paths. It never builds
+torch modules: `convert` returns a canonical config dict and tensors (torch, numpy, or a
+`LazyArray` read only when the core writes it; a `LazyArray` with an `Origin` is an
+unchanged view of a publisher safetensors file, which the core may read in place).
+Publisher files that are not what they should be raise `CanonicalFileError` with a
+sentence naming the file.
+
+A plugin imports nothing from saereg but this module; an import-linter contract in
+pyproject.toml keeps the built-in ones so. `get_registry()` is the core's side: the
+installed formats by name, each with the plugin that provides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from saereg.base import plugin_host
+from saereg.base.errors import PluginError
+from saereg.base.hookspecs import hookimpl
+from saereg.base.plugin_host import DISABLE_ENV, PluginInfo
+from saereg.catalogue.records import Release, SAEEntry, layer_of_hook, parse_width
+from saereg.store.fetch import RemoteFile
+from saereg.store.sae_config import temporal_attention_shapes
+from saereg.store.tensors import (
+    CODE_OF,
+    FLOAT_DTYPES,
+    CanonicalFileError,
+    LazyArray,
+    Origin,
+    read_header_from,
+)
+
+__all__ = [
+    "CODE_OF",
+    "FLOAT_DTYPES",
+    "CanonicalFileError",
+    "Format",
+    "LazyArray",
+    "Origin",
+    "Release",
+    "RemoteFile",
+    "SAEEntry",
+    "get_registry",
+    "hookimpl",
+    "layer_of_hook",
+    "parse_width",
+    "read_header_from",
+    "temporal_attention_shapes",
+]
+
+
+class Format:
+    """Base class for a publisher format. Subclasses set `name` and override methods.
+
+    `name` is the value of ``format:`` in release files. Methods receive the frozen
+    Release and SAEEntry from the catalogue.
+    """
+
+    name: str = ""
+    #: One line shown by `saereg plugins`.
+    summary: str = ""
+
+    @property
+    def loads(self) -> bool:
+        """Whether `load_sae` can fetch and convert this format's SAEs (it overrides
+        `files` and `convert`), or only describe them."""
+        cls = type(self)
+        return cls.files is not Format.files and cls.convert is not Format.convert
+
+    def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
+        """Metadata derivable without downloading anything: any of hook_name,
+        hook_layer, d_sae, d_in, d_out, context_size, normalize_activations,
+        architecture, k, hook_name_out, hf_hook_name, nested_widths, dataset.
+
+        Return only what follows from release metadata and path conventions for
+        certain; leave a key out rather than guess. Raise ValueError with a plain
+        sentence when the path does not follow the format's conventions.
+        """
+        return {}
+
+    def files(self, release: Release, entry: SAEEntry) -> Sequence[RemoteFile]:
+        """The files to fetch for one SAE."""
+        raise NotImplementedError(
+            f"format {self.name!r} cannot download weights yet (only its metadata is "
+            "catalogued); see the project's issue tracker"
+        )
+
+    def convert(
+        self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Publisher files → (canonical config dict, {tensor name: tensor})."""
+        raise NotImplementedError(
+            f"format {self.name!r} cannot convert weights yet (only its metadata is "
+            "catalogued); see the project's issue tracker"
+        )
+
+    def config_only(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        local_files: Mapping[str, Path],
+        tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
+    ) -> dict[str, Any] | None:
+        """The canonical config without the weights, where the format allows it.
+
+        `local_files` holds the files not marked `weights`; `tensor_shapes` maps each
+        safetensors weights file to {tensor: (dtype, shape)} read from its header (from
+        the cache, or over HTTP range requests); it is empty when a weights file is not
+        safetensors. Return None when only the weights can tell (npz or pickle files
+        without a config naming the shapes); the core then converts the SAE fully.
+        """
+        return None
+
+    def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
+        """Scaffold release entries (id, path, derived fields) from a repository listing."""
+        return []
+
+
+class Registry:
+    """The loaded plugins and the formats they provide, by name."""
+
+    def __init__(self, infos: Sequence[PluginInfo], provided: Mapping[str, Sequence[Any]]):
+        self.formats: dict[str, Format] = {}
+        #: format name → the plugin that provides it (for provenance in canonical files).
+        self.format_owner: dict[str, PluginInfo] = {}
+        enriched = []
+        for info in infos:
+            names: list[str] = []
+            for fmt in provided.get(info.name, []):
+                if not isinstance(fmt, Format) or not fmt.name:
+                    raise PluginError(
+                        f"plugin {info.name!r} ({info.distribution}) returned {fmt!r} from "
+                        "saereg_formats(); expected saereg.Format instances with a name"
+                    )
+                if fmt.name in self.formats:
+                    raise PluginError(
+                        f"format {fmt.name!r} is provided by two plugins: "
+                        f"{self.format_owner[fmt.name].name!r} and {info.name!r} "
+                        f"({info.distribution}); uninstall one, or disable it with "
+                        f"{DISABLE_ENV}={info.name}"
+                    )
+                self.formats[fmt.name] = fmt
+                self.format_owner[fmt.name] = info
+                names.append(fmt.name)
+            enriched.append(info._replace(formats=tuple(names)))
+        self.infos = enriched
+
+    def format(self, name: str) -> Format:
+        try:
+            return self.formats[name]
+        except KeyError:
+            known = ", ".join(sorted(self.formats)) or "none"
+            raise PluginError(
+                f"unknown format {name!r}; installed formats: {known}. "
+                "Install the plugin that provides it, or check the release's 'format:' field."
+            ) from None
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The installed formats, loaded once per process (see reset_registry for tests)."""
+    plugins = plugin_host.loaded_plugins()
+    provided = {
+        impl.plugin_name: list(impl.function() or [])
+        for impl in plugins.manager.hook.saereg_formats.get_hookimpls()
+    }
+    return Registry(plugins.infos, provided)
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins and formats (tests change the environment between cases)."""
+    plugin_host.reset()
+    get_registry.cache_clear()

@@ -1,0 +1,419 @@
+"""The canonical SAE as a torch module: one class for every publisher.
+
+encode → latents, decode → what the latents produce, in the space of the input; forward
+= the full output. The math follows the publishers' reference implementations exactly:
+
+* relu:      f = ReLU(x' @ W_enc + b_enc)
+* jumprelu:  h = x' @ W_enc + b_enc;  f = h · 1[h > threshold]   (strict >)
+* topk:      h = x' @ W_enc + b_enc;  keep the k largest h, then ReLU (so ≤ k active);
+             with topk_relu false (Qwen Scope), the k values as they are
+* gated:     f = 1[x' @ W_enc + b_gate > 0] · ReLU(x' @ (W_enc ⊙ exp(r_mag)) + b_mag)
+* temporal:  see below
+* decode:    y = f @ W_dec + b_dec, then the input normalization undone
+* forward:   decode(encode(x)), plus skip(x) = x @ W_skipᵀ for affine transcoders
+
+where x' is the (normalized) input minus b_dec when apply_b_dec_to_input. An affine skip
+path is never part of decode: decode(f) is what the latents produce, so attributions
+computed from it mean what they say (SAELens' skip transcoders decode so and add the
+skip in forward; circuit-tracer computes it apart, `compute_skip`); `skip(x)` exposes
+it, and forward adds it.
+
+Input normalizations (layer_norm with the unbiased std and eps added to the std,
+constant_norm_rescale, a constant scale) are undone on the way out, using statistics
+carried by the latents tensor that encode returns (`NormState`): the module itself keeps
+no per-call state, so it is safe to share between threads.
+
+Temporal SAEs (canrager/temporalSAEs, "Priors in Time") read a sequence
+x' [..., T, d_in] (scaled by the constant factor, minus b_dec) and split each token into
+what earlier tokens predict and what is novel. With r = x', z_pred = 0, and for each
+attention layer:
+
+    z   = ReLU(r @ W_enc + b_enc)                  codes of every token  [T, d_sae]
+    ctx = [0, z_0, …, z_{T-2}]                      codes shifted one token right
+    q = z @ W_qᵀ + b_q;  k = ctx @ W_kᵀ + b_k;  v = ctx @ W_vᵀ + b_v    (n_heads heads)
+    a = c_proj(causal softmax(q kᵀ / sqrt(d_head)) v)   (token t sees ctx_0..ctx_t)
+    p = ReLU(a);  d = p @ W_dec;  s = <d, r> / (‖d‖ + 1e-6)²
+    z_pred += s·p;  r -= s·d
+
+then the novel codes f = ReLU(r @ W_enc + b_enc), keeping only the k largest when k is
+set. encode(x) returns f (the interpretable latents); decode(f) is what they produce;
+forward(x) = decode(f + z_pred), the full reconstruction. The publisher's scale
+λ = 1/(4·d_in) on the encoder input is folded into W_enc at conversion (b_enc is 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from saereg.sae.arguments import check_device, check_dtype
+from saereg.store.canonical import check_shapes, entry_shapes, read_config, write_canonical
+from saereg.store.in_place import read_tensors
+from saereg.store.sae_config import METADATA_KEY, SAEConfig
+from saereg.store.tensors import read_header
+
+_STATE_ATTR = "saereg_norm"
+
+
+@dataclass(frozen=True)
+class NormState:
+    """What decode needs to map a reconstruction back to the input's space."""
+
+    mean: torch.Tensor | None = None  # layer_norm
+    scale: torch.Tensor | None = None  # multiply the output by this (std, or 1/c)
+    head_shape: tuple[int, int] | None = None  # hook_z: (n_heads, d_head)
+    predicted: torch.Tensor | None = None  # temporal: the codes earlier tokens predict
+
+
+def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+
+    return check_dtype(name)
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder (or transcoder) in saereg's canonical form."""
+
+    W_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dtype = dtype or _dtype(cfg.dtype)
+        shapes = {**cfg.expected_shapes(), **cfg.optional_shapes()}
+        self._optional = set(cfg.optional_shapes())
+        self.register_parameter("W_skip", None)  # present only for affine transcoders
+        if cfg.temporal is not None:
+            self.attn_layers = nn.ModuleList(
+                _temporal_attention(cfg.d_sae, int(cfg.temporal["d_attn"]), device, dtype)
+                for _ in range(int(cfg.temporal["n_attn_layers"]))
+            )
+        for name, shape in shapes.items():
+            if "." in name:  # a submodule's parameter (temporal attention)
+                continue
+            if name in self._optional:
+                self.register_parameter(name, None)
+            else:
+                self.register_parameter(
+                    name, nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+                )
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_tensors(cls, cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> SAE:
+        """Build on the meta device and adopt `tensors` as the parameters (no copy)."""
+        check_shapes(cfg, {n: tuple(t.shape) for n, t in tensors.items()}, "tensors")
+        with torch.device("meta"):
+            sae = cls(cfg)
+        optional = cfg.optional_shapes()
+        for name in sae._optional & set(tensors):
+            sae.register_parameter(name, nn.Parameter(torch.empty(optional[name], device="meta")))
+        sae.load_state_dict(tensors, strict=True, assign=True)
+        sae.requires_grad_(False)
+        return sae
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> SAE:
+        """Load a canonical file straight onto `device`, cast to `dtype` if given."""
+        path = Path(path)
+        cfg = read_config(path)
+        device = check_device(device)
+        if device.type == "meta":
+            header, _ = read_header(path)
+            tensors = {
+                n: torch.empty(shape, dtype=_dtype(cfg.dtype), device="meta")
+                for n, shape in entry_shapes(cfg, header).items()
+            }
+        else:
+            # Memory-mapped, copy-on-write: nothing is read until used, and in-place
+            # changes never reach the file (nor the publisher's, for in-place entries).
+            tensors = read_tensors(path, cfg, device, _dtype(dtype))
+        cfg = cfg.replace(storage=None)  # where the bytes lie is the entry's business
+        want = _dtype(dtype)
+        if want is not None:
+            tensors = {n: t.to(want) for n, t in tensors.items()}
+            cfg = cfg.replace(dtype=str(want).removeprefix("torch."))
+        return cls.from_tensors(cfg, tensors)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this SAE as a canonical file (atomically)."""
+        tensors = {n: p.detach() for n, p in self.named_parameters() if p is not None}
+        cfg = self.cfg.replace(dtype=str(self.W_enc.dtype).removeprefix("torch."), storage=None)
+        return write_canonical(Path(path), cfg, tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    # ------------------------------------------------------------------ math
+
+    def _flatten(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        if self.cfg.reshape == "hook_z" and x.shape[-1] != self.cfg.d_in and x.dim() >= 2:
+            heads = (int(x.shape[-2]), int(x.shape[-1]))
+            if heads[0] * heads[1] != self.cfg.d_in:
+                raise ValueError(
+                    f"hook_z input has {heads[0]} heads of size {heads[1]} = "
+                    f"{heads[0] * heads[1]} features, but this SAE reads d_in={self.cfg.d_in}"
+                )
+            return x.flatten(-2), heads
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"input has {x.shape[-1]} features in its last dimension; this SAE reads "
+                f"d_in={self.cfg.d_in} ({self.cfg.hook_name or 'its hook'})"
+            )
+        return x, None
+
+    def input_norm(self, x: torch.Tensor) -> NormState:
+        """The statistics decode needs for input `x` (see module docstring)."""
+        flat, heads = self._flatten(x.to(self.dtype))
+        return self._normalize(flat, heads)[1]
+
+    def _normalize(
+        self, x: torch.Tensor, heads: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, NormState]:
+        norm = self.cfg.normalization
+        kind = norm["kind"]
+        if kind == "none":
+            return x, NormState(head_shape=heads)
+        if kind == "scale":
+            factor = float(norm["factor"])
+            scale = torch.tensor(1.0 / factor, dtype=x.dtype, device=x.device)
+            return x * factor, NormState(scale=scale, head_shape=heads)
+        if kind == "constant_norm_rescale":
+            c = math.sqrt(self.cfg.d_in) / x.norm(dim=-1, keepdim=True)
+            return x * c, NormState(scale=1.0 / c, head_shape=heads)
+        if kind == "layer_norm":
+            mean = x.mean(dim=-1, keepdim=True)
+            centred = x - mean
+            std = centred.std(dim=-1, keepdim=True)  # unbiased, as the publishers compute it
+            return centred / (std + float(norm["eps"])), NormState(mean, std, heads)
+        raise ValueError(f"unknown normalization {kind!r}")
+
+    def _slice(self, width: int | None) -> int:
+        if width is None:
+            return self.cfg.d_sae
+        if not 1 <= width <= self.cfg.d_sae:
+            raise ValueError(f"width must be between 1 and d_sae={self.cfg.d_sae}, got {width}")
+        widths = self.cfg.nested_widths
+        if widths is not None and width not in widths:
+            raise ValueError(
+                f"width {width} is not one of this Matryoshka SAE's nested widths {list(widths)}"
+            )
+        return width
+
+    def pre_activations(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """h = x' @ W_enc + b_enc (for gated: the magnitude path), before the nonlinearity."""
+        return self._encode(x, width)[1]
+
+    def _encode(
+        self, x: torch.Tensor, width: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, NormState]:
+        w = self._slice(width)
+        flat, heads = self._flatten(x.to(self.dtype))
+        xn, state = self._normalize(flat, heads)
+        if self.cfg.apply_b_dec_to_input:
+            xn = xn - self.b_dec
+        W = self.W_enc[:, :w]
+        arch = self.cfg.architecture
+        if arch == "temporal":
+            if w != self.cfg.d_sae:
+                raise ValueError("a temporal SAE has no nested widths")
+            f, h, predicted = self._temporal(xn)
+            return f, h, NormState(scale=state.scale, predicted=predicted)
+        if arch == "gated":
+            gate = xn @ W + self.b_gate[:w]
+            mag = xn @ (W * torch.exp(self.r_mag[:w])) + self.b_mag[:w]
+            return (gate > 0).to(mag.dtype) * torch.relu(mag), mag, state
+        h = xn @ W + self.b_enc[:w]
+        if arch == "relu":
+            f = torch.relu(h)
+        elif arch == "jumprelu":
+            f = h * (h > self.threshold[:w]).to(h.dtype)
+        elif arch == "topk":
+            k = min(int(self.cfg.k or 0), w)
+            top = h.topk(k, dim=-1, sorted=False)
+            values = torch.relu(top.values) if self.cfg.topk_relu else top.values
+            f = torch.zeros_like(h).scatter(-1, top.indices, values)
+        else:
+            raise ValueError(f"unknown architecture {arch!r}")
+        return f, h, state
+
+    def encode(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """Latent activations of `x`. With `width` (Matryoshka SAEs), only the first
+        `width` latents are used and returned: the nested smaller SAE."""
+        f, _, state = self._encode(x, width)
+        setattr(f, _STATE_ATTR, state)
+        return f
+
+    def decode(self, f: torch.Tensor, norm: NormState | None = None) -> torch.Tensor:
+        """What the latents produce, in the space of the input that produced them:
+        f @ W_dec + b_dec with the input normalization undone. Never the affine skip
+        path of a transcoder (see `skip`), nor a temporal SAE's predicted codes.
+
+        The input's normalization statistics travel on the tensor `encode` returned; pass
+        `norm=sae.input_norm(x)` if `f` was computed some other way.
+        """
+        state = norm or getattr(f, _STATE_ATTR, None)
+        kind = self.cfg.normalization["kind"]
+        if state is None and kind in ("layer_norm", "constant_norm_rescale"):
+            raise ValueError(
+                f"decode() needs the statistics of the input (normalization {kind!r}); "
+                "decode the tensor encode() returned, or pass norm=sae.input_norm(x)"
+            )
+        if state is None and kind == "scale":
+            state = NormState(scale=torch.tensor(1.0 / float(self.cfg.normalization["factor"])))
+        w = f.shape[-1]
+        if w > self.cfg.d_sae:
+            raise ValueError(f"latents have {w} features, more than d_sae={self.cfg.d_sae}")
+        y = f.to(self.dtype) @ self.W_dec[:w] + self.b_dec
+        if state is not None:
+            if state.scale is not None:
+                y = y * state.scale.to(y.device, y.dtype)
+            if state.mean is not None:
+                y = y + state.mean
+            if state.head_shape is not None and not self.cfg.transcoder:
+                y = y.unflatten(-1, state.head_shape)
+        elif kind == "scale":  # a constant: no statistics of the input needed
+            y = y * (1.0 / float(self.cfg.normalization["factor"]))
+        return y
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The affine skip path of a transcoder, x @ W_skipᵀ on the raw input: the part
+        of forward(x) that no latent explains. Zeros for transcoders without one."""
+        flat, _ = self._flatten(x.to(self.dtype))
+        if self.W_skip is None:
+            if not self.cfg.transcoder:
+                raise ValueError("skip() belongs to transcoders; this SAE has no skip path")
+            return flat.new_zeros((*flat.shape[:-1], self.cfg.d_out))
+        return flat @ self.W_skip.T
+
+    def encode_with_predictions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temporal SAEs: (novel codes, codes predicted from earlier tokens)."""
+        if self.cfg.architecture != "temporal":
+            raise ValueError("encode_with_predictions() belongs to temporal SAEs")
+        f = self.encode(x)
+        predicted = getattr(f, _STATE_ATTR).predicted
+        return f, predicted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The full output: decode(encode(x)), plus the predicted codes (temporal) or
+        the affine skip path (transcoders)."""
+        f = self.encode(x)
+        state: NormState = getattr(f, _STATE_ATTR)
+        if state.predicted is not None:
+            return self.decode(f + state.predicted, norm=state)
+        y = self.decode(f)
+        if self.W_skip is not None:
+            y = y + self.skip(x)
+        return y
+
+    def _temporal(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Novel codes, their pre-activations and the predicted codes (module docstring)."""
+        if xn.dim() < 2:
+            raise ValueError("a temporal SAE reads a sequence: input [..., tokens, d_in]")
+        lead = xn.shape[:-2]
+        r = xn.reshape(-1, *xn.shape[-2:])
+        assert self.cfg.temporal is not None
+        n_heads = int(self.cfg.temporal["n_heads"])
+        predicted = torch.zeros((*r.shape[:-1], self.cfg.d_sae), dtype=r.dtype, device=r.device)
+        for layer in self.attn_layers:
+            z = torch.relu(r @ self.W_enc + self.b_enc)
+            ctx = torch.cat((torch.zeros_like(z[:, :1]), z[:, :-1]), dim=1)
+            q, k, v = (
+                _heads(layer.q_target(z), n_heads),
+                _heads(layer.k_ctx(ctx), n_heads),
+                _heads(layer.v_ctx(ctx), n_heads),
+            )
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            p = torch.relu(layer.c_proj(a.transpose(1, 2).flatten(-2)))
+            d = p @ self.W_dec
+            s = (d * r).sum(-1, keepdim=True) / (d.norm(dim=-1, keepdim=True) + 1e-6).pow(2)
+            predicted = predicted + p * s
+            r = r - s * d
+        h = r @ self.W_enc + self.b_enc
+        f = torch.relu(h)
+        if self.cfg.k:
+            top = f.topk(int(self.cfg.k), dim=-1).indices
+            f = f * torch.zeros_like(f).scatter(-1, top, 1.0)
+        shape = (*lead, *xn.shape[-2:-1], self.cfg.d_sae)
+        return f.reshape(shape), h.reshape(shape), predicted.reshape(shape)
+
+    # ------------------------------------------------------------------ matryoshka
+
+    def truncated(self, width: int) -> SAE:
+        """A smaller canonical SAE made of the first `width` latents (Matryoshka prefix)."""
+        if self.cfg.temporal is not None:
+            raise ValueError("a temporal SAE cannot be truncated (its attention mixes latents)")
+        w = self._slice(width)
+        sliced = {}
+        for name, p in self.named_parameters():
+            if p is None:
+                continue
+            if name == "W_enc":
+                sliced[name] = p[:, :w].clone()
+            elif name in ("W_dec",) or (
+                p.dim() == 1
+                and p.shape[0] == self.cfg.d_sae
+                and name in ("b_enc", "threshold", "b_gate", "b_mag", "r_mag")
+            ):
+                sliced[name] = p[:w].clone()
+            else:
+                sliced[name] = p.clone()
+        widths = tuple(v for v in self.cfg.nested_widths or () if v <= w) or None
+        cfg = self.cfg.replace(
+            d_sae=w,
+            nested_widths=widths,
+            k=min(self.cfg.k, w) if self.cfg.k else self.cfg.k,
+            storage=None,
+        )
+        return SAE.from_tensors(cfg, sliced)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"{c.architecture}{' transcoder' if c.transcoder else ''}, d_in={c.d_in}, "
+            f"d_sae={c.d_sae}, hook={c.hook_name}, source={c.source.get('release')}/"
+            f"{c.source.get('sae_id')}"
+        )
+
+
+def _temporal_attention(
+    d_sae: int, d_attn: int, device: str | torch.device | None, dtype: torch.dtype | None
+) -> nn.Module:
+    """One attention layer of a temporal SAE: projections named as the publisher's."""
+    layer = nn.Module()
+    for name, width in (("k_ctx", d_attn), ("q_target", d_attn), ("v_ctx", d_sae)):
+        setattr(layer, name, nn.Linear(d_sae, width, device=device, dtype=dtype))
+    layer.c_proj = nn.Linear(d_sae, d_sae, device=device, dtype=dtype)
+    return layer
+
+
+def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """[B, T, n·d] → [B, n, T, d]."""
+    return t.unflatten(-1, (n_heads, -1)).transpose(1, 2)
+
+
+__all__ = ["METADATA_KEY", "SAE", "NormState"]
