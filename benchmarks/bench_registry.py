@@ -3,7 +3,7 @@
     python benchmarks/bench_registry.py [--runs N] [--upstream PATH]
 
 1. `saereg resolve gpt2-small-res-jb/blocks.8.hook_resid_pre` as a whole process,
-   against `python -c pass` (target: median at most 3x).
+   against `python -c pass` (target: median at most 3x), and `import saereg` alike.
 2. `saereg list --model gemma-2-2b --json` over the whole catalogue with a warm index
    (target: median at most 0.5 s), and the cold rebuild of the index for reference.
 3. `saereg docs` regenerating the whole catalogue (target: under 2 s), cold and warm.
@@ -136,6 +136,14 @@ def main() -> int:
             resolve,
             f"{ratio:.2f}x baseline, median of paired runs (target <= 3x)",
         )
+    )
+    _, imported, ratio = paired(
+        run([sys.executable, "-c", "pass"], env),
+        run([sys.executable, "-c", "import saereg"], env),
+        args.runs,
+    )
+    rows.append(
+        ("python -c 'import saereg'", imported, f"{ratio:.2f}x baseline, median of paired runs")
     )
 
     cold = []
