@@ -29,8 +29,8 @@ DISABLE_ENV = "SAEREG_DISABLE_PLUGINS"
 class PluginInfo(NamedTuple):
     """One entry point of the group: where it comes from, and whether it loaded.
 
-    (Named tuples, not dataclasses: this module is imported on the resolve path, and a
-    dataclass costs over a millisecond to define.)"""
+    (A named tuple, not a dataclass: this module is imported on the resolve path, and a
+    dataclass costs about a millisecond to define.)"""
 
     name: str
     distribution: str
@@ -42,11 +42,13 @@ class PluginInfo(NamedTuple):
     error: str | None = None
 
 
-class LoadedPlugins(NamedTuple):
+class LoadedPlugins:
     """The pluggy manager holding every enabled plugin, and what was found of each."""
 
-    manager: pluggy.PluginManager
-    infos: tuple[PluginInfo, ...]
+    __slots__ = ("infos", "manager")
+
+    def __init__(self, manager: pluggy.PluginManager, infos: tuple[PluginInfo, ...]) -> None:
+        self.manager, self.infos = manager, infos
 
 
 def _blocked_names() -> tuple[bool, set[str]]:

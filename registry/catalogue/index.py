@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +56,23 @@ RELEASE_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
 class CatalogIndex:
-    releases: dict[str, dict[str, Any]]
-    rows: list[list[Any]]
-    #: Release files left out (invalid) and ids claimed twice, one sentence each.
-    problems: tuple[str, ...] = ()
+    """Every release (a summary each) and one row per SAE (`ROW_FIELDS`), with the
+    problems found building it: release files left out (invalid) and ids claimed twice,
+    one sentence each.
+
+    (A plain class: this module is imported on the resolve path, and defining a
+    dataclass costs about a millisecond.)"""
+
+    __slots__ = ("problems", "releases", "rows")
+
+    def __init__(
+        self,
+        releases: dict[str, dict[str, Any]],
+        rows: list[list[Any]],
+        problems: tuple[str, ...] = (),
+    ) -> None:
+        self.releases, self.rows, self.problems = releases, rows, problems
 
     def by_neuronpedia(self) -> dict[str, tuple[str, str]]:
         """Neuronpedia id → (release, SAE id); the first claim wins (built-in releases
