@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +237,18 @@ def test_the_import_checks_see_local_imports() -> None:
 def test_modules_stay_small(module: str) -> None:
     n = len(MODULES[module].read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{MODULES[module].relative_to(REPO)} has {n} lines; split it"
+
+
+def test_resolving_a_builtin_release_loads_no_plugin() -> None:
+    """The catalogue reaches plugin discovery (base.plugin_host) at module level; the
+    discovery itself, pluggy and importlib.metadata must still wait until a name is not
+    found among the built-in releases."""
+    code = (
+        "import sys, saereg; saereg.resolve('gpt2-small-res-jb/blocks.8.hook_resid_pre'); "
+        "print(sorted(m for m in ('pluggy', 'importlib.metadata', 'saereg.base.hookspecs', "
+        "'saereg.formats') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
