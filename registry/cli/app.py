@@ -142,10 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     args_list = [a for a in args_list if a != "--debug"]
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    prefix = f"saereg {args.command}"
+    chosen = _command_in(args_list)
+    prefix = f"saereg {chosen}" if chosen else "saereg"
     try:
+        # Inside the boundary: building the parser imports the command's module.
+        args = build_parser(args_list).parse_args(args_list)
         with _warnings_as_lines(prefix):
             return int(args.func(args))
     except BrokenPipeError:  # `saereg list | head`
