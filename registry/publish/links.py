@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-NEURONPEDIA = "https://www.neuronpedia.org/"
+from saereg.catalogue.resolver import NEURONPEDIA_URL as NEURONPEDIA
+
+__all__ = ["NEURONPEDIA", "heading_anchor", "model_slug"]
 
 
 def model_slug(model: str) -> str:
