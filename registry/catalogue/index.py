@@ -8,14 +8,13 @@ files it was built from (name, size, mtime) and is rebuilt only when one changes
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import CatalogueWarning
-from saereg.catalogue.compiled import index_dir, write_compiled
+from saereg.catalogue.compiled import index_dir, read_compiled, write_compiled
 from saereg.catalogue.release_dirs import (
     MODELS_FILE,
     builtin_release_dir,
@@ -176,23 +175,22 @@ def report_problems(index: CatalogIndex) -> None:
 def load_index(dirs: Sequence[Path] | None = None) -> CatalogIndex:
     """The index for `dirs` (default: the built-in releases), rebuilt if stale."""
     dirs = list(dirs) if dirs is not None else [builtin_release_dir()]
-    fingerprint = _fingerprint(dirs)
+    stamp = [INDEX_VERSION, _fingerprint(dirs)]
     path = _index_path()
-    try:
-        with path.open(encoding="utf-8") as fh:
-            cached = json.load(fh)
-        if cached.get("version") == INDEX_VERSION and cached.get("fingerprint") == fingerprint:
+    cached = read_compiled(path, stamp)
+    if cached is not None:
+        try:
             index = CatalogIndex(cached["releases"], cached["rows"], tuple(cached["problems"]))
+        except (KeyError, TypeError):
+            pass  # a damaged copy: build it again
+        else:
             report_problems(index)
             return index
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     index = build_index(dirs)
     write_compiled(
         path,
         {
-            "version": INDEX_VERSION,
-            "fingerprint": fingerprint,
+            "stamp": stamp,
             "releases": index.releases,
             "rows": index.rows,
             "problems": list(index.problems),
