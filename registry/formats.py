@@ -24,9 +24,10 @@ unchanged view of a publisher safetensors file, which the core may read in place
 Publisher files that are not what they should be raise `CanonicalFileError` with a
 sentence naming the file.
 
-A plugin imports nothing from saereg but this module; an import-linter contract in
-pyproject.toml keeps the built-in ones so. `get_registry()` is the core's side: the
-installed formats by name, each with the plugin that provides it.
+A plugin imports nothing from saereg but this module; tests/test_architecture.py holds
+the built-in ones to that (import-linter cannot see plugins/, which the wheel maps into
+the package). `get_registry()` is the core's side: the installed formats by name, each
+with the plugin that provides it.
 """
 
 from __future__ import annotations
