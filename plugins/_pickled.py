@@ -9,13 +9,22 @@ matrix at a time, whatever the SAE's size).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    Match,
+    ReadSmall,
+    Release,
+    RemoteFile,
+    SAEEntry,
+)
 
 from ._tensors import as_float32, torch_load_mapped, transposed_mapped, uniform_dtype
 
@@ -134,6 +143,29 @@ class LinearPickleFormat(Format):
     """A format whose SAE is one pickle at `entry.path` holding a linear SAE under `keys`."""
 
     keys: Mapping[str, Key] = keys_of("W_enc", "W_dec", "b_enc", "b_dec", linear=False)
+    #: The publisher's file names (searched in each file's name, not its folder).
+    file_name: re.Pattern[str] | None = None
+
+    def name_confidence(self, name: str) -> float:
+        """How sure a file name alone makes this format (pickles are not opened to
+        detect: their keys are checked when loading)."""
+        return 0.5
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Every file named as this publisher names its pickles."""
+        if self.file_name is None:
+            return None
+        pattern = self.file_name
+        paths = sorted(p for p in listing if pattern.search(p.rpartition("/")[2]))
+        if not paths:
+            return None
+        confidence = min(self.name_confidence(p.rpartition("/")[2]) for p in paths)
+        return Match(
+            tuple(paths),
+            confidence,
+            f"file name matches {pattern.pattern} (a pickled state dict: its keys are "
+            "checked when it loads)",
+        )
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         return [RemoteFile(entry.path, weights=True)]

@@ -21,6 +21,11 @@ class DeepSeekR1Format(LinearPickleFormat):
     name = "deepseek_r1"
     keys = keys_of("encoder.weight", "decoder.weight", "encoder.bias", "decoder.bias", linear=True)
     summary = "qresearch DeepSeek-R1-Distill-Llama-8B SAE (.pt state dict)"
+    file_name = _FILE
+
+    def name_confidence(self, name: str) -> float:
+        """qresearch's file is named after the distilled model."""
+        return 0.8 if name.startswith("DeepSeek-R1-Distill-Llama") else 0.5
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _FILE.search(entry.path)

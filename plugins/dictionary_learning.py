@@ -45,6 +45,10 @@ class DictionaryLearningFormat(FolderFormat):
     summary = "saprmarks/dictionary_learning (ae.pt + config.json)"
     config_file, weights_file = CONFIG, WEIGHTS
 
+    def config_says(self, raw: dict[str, Any]) -> bool | None:
+        """dictionary_learning's config.json holds the trainer's settings under "trainer"."""
+        return isinstance(raw.get("trainer"), dict) and "dict_class" in raw["trainer"]
+
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _LAYER.search(entry.path)
         if not match:

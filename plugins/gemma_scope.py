@@ -18,6 +18,8 @@ from saereg.formats import (
     FLOAT_DTYPES,
     CanonicalFileError,
     Format,
+    Match,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
@@ -32,6 +34,7 @@ _GS2_PATH = re.compile(
     r"^(resid_post|attn_out|mlp_out|transcoder)(?:_all)?/"
     r"layer_(\d+)_width_(\w+?)_l0_(small|medium|big)(_affine)?(?:_seed_\d+)?$"
 )
+_WEIGHTS = ("params.npz", "params.safetensors")
 _GS1_MODEL = re.compile(r"gemma-scope-(2b|9b|27b)-(pt|it)-(res|mlp|att|transcoders)$")
 _GS2_MODEL = re.compile(r"gemma-scope-2-(\d+[mb])-(pt|it)$")
 
@@ -151,27 +154,49 @@ class GemmaScopeFormat(Format):
         folders = sorted(p[: -len(weights) - 1] for p in listing if p.endswith(f"/{weights}"))
         return [{"id": f, "path": f} for f in folders if layout.match(f)]
 
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders holding params.npz (generation 1) or params.safetensors (generation 2):
+        file names no other format uses, certain when the folder is named as Gemma Scope
+        names its SAEs, else likely."""
+        folders = sorted(
+            {p.rpartition("/")[0] for p in listing if p.rpartition("/")[2] in _WEIGHTS}
+        )
+        if not folders:
+            return None
+        named = all(_GS1_PATH.search(f) or _GS2_PATH.search(f) for f in folders)
+        return Match(
+            tuple(folders),
+            1.0 if named else 0.9,
+            "params.npz (Gemma Scope) or params.safetensors (Gemma Scope 2)"
+            + ("" if named else ", in a folder not named as Gemma Scope names its SAEs"),
+        )
+
     # ------------------------------------------------------------------ weights
 
     @staticmethod
     def _generation(release: Release) -> int:
+        """1 or 2 from the repository's name; 0 when it names neither (a local folder or
+        an uncatalogued repository): then the file that is there decides."""
         repo = (release.repo_id or "").rsplit("/", 1)[-1]
-        return 2 if _GS2_MODEL.search(repo) else 1
+        if _GS2_MODEL.search(repo):
+            return 2
+        return 1 if _GS1_MODEL.search(repo) else 0
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         folder = entry.path.rstrip("/")
-        if self._generation(release) == 1:
-            return [RemoteFile(f"{folder}/params.npz", weights=True)]
-        return [
+        gen = self._generation(release)
+        gen1 = [RemoteFile(f"{folder}/params.npz", weights=True, optional=gen == 0)]
+        gen2 = [
             RemoteFile(f"{folder}/config.json", optional=True),
-            RemoteFile(f"{folder}/params.safetensors", weights=True),
+            RemoteFile(f"{folder}/params.safetensors", weights=True, optional=gen == 0),
         ]
+        return gen1 if gen == 1 else gen2 if gen == 2 else gen1 + gen2
 
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         folder = entry.path.rstrip("/")
-        if self._generation(release) == 1:
+        if f"{folder}/params.npz" in local_files:
             arrays = npz_arrays(local_files[f"{folder}/params.npz"])
             return self._gs1(release, entry, arrays)
         arrays = safetensors_arrays(local_files[f"{folder}/params.safetensors"])
@@ -186,9 +211,9 @@ class GemmaScopeFormat(Format):
         local_files: Mapping[str, Path],
         tensor_shapes: Mapping[str, Mapping[str, tuple[str, tuple[int, ...]]]],
     ) -> dict[str, Any] | None:
-        if self._generation(release) == 1:
-            return None  # npz: shapes are known only from the archive itself
         folder = entry.path.rstrip("/")
+        if f"{folder}/params.safetensors" not in tensor_shapes:
+            return None  # npz: shapes are known only from the archive itself
         shapes = {
             n: (FLOAT_DTYPES.get(d, d), s)
             for n, (d, s) in tensor_shapes[f"{folder}/params.safetensors"].items()
@@ -219,12 +244,12 @@ class GemmaScopeFormat(Format):
                     "scaling_factor, which Gemma Scope never publishes"
                 )
         shapes = {n: t.shape for n, t in tensors.items()}
-        config, derived = self._jumprelu_config(
+        config, _ = self._jumprelu_config(
             release, entry, shapes, tensors["W_enc"].dtype, f"{entry.path}/params.npz"
         )
         d_in = config["d_in"]
         config["folded"] = []
-        if derived["hook_name"] == "hook_embed":
+        if config["hook_name"] == "hook_embed":
             # Gemma multiplies token embeddings by sqrt(d_model); these SAEs were trained on
             # unscaled embeddings. b_dec is left as published.
             root = math.sqrt(d_in)
@@ -245,7 +270,11 @@ class GemmaScopeFormat(Format):
         subtraction; site, hooks and transcoder-ness from the path conventions."""
         require(shapes, ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"), where)
         d_in, d_sae = shapes["W_enc"]
-        derived = self.describe(release, entry)
+        try:
+            derived = self.describe(release, entry)
+        except ValueError:  # not named as Gemma Scope names its SAEs: what the entry says
+            derived = {}
+        hooks = self._hooks(entry, derived)
         config: dict[str, Any] = {
             "architecture": "jumprelu",
             "d_in": d_in,
@@ -253,10 +282,10 @@ class GemmaScopeFormat(Format):
             "d_out": shapes["W_dec"][-1],
             "apply_b_dec_to_input": False,
             "normalization": {"kind": "none"},
-            "reshape": "hook_z" if derived["hook_name"].endswith("hook_z") else "none",
-            "transcoder": derived.get("hook_name_out") is not None,
+            "reshape": "hook_z" if (hooks["hook_name"] or "").endswith("hook_z") else "none",
+            "transcoder": hooks["hook_name_out"] is not None or shapes["W_dec"][-1] != d_in,
             "dtype": dtype,
-            **self._hooks(entry, derived),
+            **hooks,
         }
         return config, derived
 
@@ -299,6 +328,8 @@ class GemmaScopeFormat(Format):
             where,
         )
         config["hf_hook_name"] = raw.get("hf_hook_point_in") or derived.get("hf_hook_name")
+        if raw.get("type") == "transcoder" or "affine_skip_connection" in named:
+            config["transcoder"] = True
         if raw.get("affine_connection") and "affine_skip_connection" not in named:
             raise CanonicalFileError(
                 f"{where}: config.json declares an affine connection but "

@@ -32,6 +32,14 @@ class GoodfireFormat(LinearPickleFormat):
         linear=True,
     )
     summary = "Goodfire Llama 3.x SAEs (.pt/.pth state dict)"
+    file_name = _FILE
+
+    def name_confidence(self, name: str) -> float:
+        """Goodfire names its files after the Llama 3.x model or DeepSeek-R1 itself (not a
+        distill, which is qresearch's); ``.pth`` is Goodfire's alone."""
+        if name.endswith(".pth") or name.startswith(("Llama-3", "DeepSeek-R1-SAE")):
+            return 0.8
+        return 0.5
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _FILE.search(entry.path)

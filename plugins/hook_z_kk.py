@@ -13,11 +13,20 @@ ReLU((z - b_dec) @ W_enc + b_enc), ẑ = f @ W_dec + b_dec.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    Match,
+    ReadSmall,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+)
 
 from ._pickled import Found, LinearPickleFormat, relu_config
 from ._tensors import read_json
@@ -45,6 +54,16 @@ class HookZFormat(LinearPickleFormat):
             "context_size": 128,
             "normalize_activations": "none",
         }
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """``…_L{L}_Hcat_z_…_ds{d_sae}_….pt`` beside its ``_cfg.json``: their own naming."""
+        files = set(listing)
+        paths = sorted(
+            p for p in files if _FILE.search(p) and p.split(".pt")[0] + "_cfg.json" in files
+        )
+        if not paths:
+            return None
+        return Match(tuple(paths), 1.0, "…_Hcat_z_….pt beside its _cfg.json")
 
     @staticmethod
     def _cfg_path(entry: SAEEntry) -> str:

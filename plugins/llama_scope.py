@@ -17,7 +17,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    Match,
+    ReadSmall,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    folders_holding,
+    hookimpl,
+    read_small_json,
+)
 
 from ._tensors import as_float32, mapped, read_json, require, transposed
 from ._tensors import safetensors_arrays as _arrays
@@ -25,6 +36,8 @@ from ._tensors import safetensors_arrays as _arrays
 _BASE = re.compile(r"^Llama3_1-8B-Base-L(\d+)(R|A|M|TC)-(8|32)x$")
 _R1 = re.compile(r"^[^/]+/L(\d+)R$")
 _D_MODEL = 4096
+_HP, _FINAL = "hyperparams.json", "checkpoints/final.safetensors"
+_R1_CFG, _R1_WEIGHTS = "config.json", "sae_weights.safetensors"
 _SITE_HOOK = {"R": "hook_resid_post", "A": "hook_attn_out", "M": "hook_mlp_out"}
 
 
@@ -85,25 +98,52 @@ class LlamaScopeFormat(Format):
                 out.append({"id": folder.replace("/", "_").lower(), "path": folder})
         return out
 
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Base layout: hyperparams.json + checkpoints/final.safetensors (Llama Scope's
+        own file names: certain). R1-distill layout: config.json + sae_weights.safetensors
+        whose config names OpenMOSS' hook_point_in (other formats never write it)."""
+        paths = folders_holding(listing, _HP, _FINAL)
+        read = []
+        for folder in folders_holding(listing, _R1_CFG, _R1_WEIGHTS):
+            path = f"{folder}/{_R1_CFG}" if folder else _R1_CFG
+            read.append(path)
+            raw = read_small_json(read_small, path)
+            if raw is not None and "hook_point_in" in raw:
+                paths.append(folder)
+        if not paths:
+            return None
+        return Match(
+            tuple(sorted(paths)),
+            1.0,
+            f"{_HP} + {_FINAL}, or {_R1_CFG} with hook_point_in + {_R1_WEIGHTS}",
+            tuple(read),
+        )
+
     # ------------------------------------------------------------------ weights
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         folder = entry.path.rstrip("/")
-        if _BASE.match(folder):
-            return [
-                RemoteFile(f"{folder}/hyperparams.json"),
-                RemoteFile(f"{folder}/checkpoints/final.safetensors", weights=True),
-            ]
-        return [
-            RemoteFile(f"{folder}/config.json"),
-            RemoteFile(f"{folder}/sae_weights.safetensors", weights=True),
+        base = [RemoteFile(f"{folder}/{_HP}"), RemoteFile(f"{folder}/{_FINAL}", weights=True)]
+        r1 = [
+            RemoteFile(f"{folder}/{_R1_CFG}"),
+            RemoteFile(f"{folder}/{_R1_WEIGHTS}", weights=True),
         ]
+        if _BASE.match(folder):
+            return base
+        if _R1.match(folder):
+            return r1
+        # Named otherwise (a local copy, an uncatalogued repository): whichever is there.
+        return [RemoteFile(f.path, optional=True, weights=f.weights) for f in (*base, *r1)]
 
     def _read(
         self, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[bool, dict[str, Any], str]:
         folder = entry.path.rstrip("/")
-        if _BASE.match(folder):
+        if f"{folder}/{_R1_CFG}" not in local_files and f"{folder}/{_HP}" not in local_files:
+            raise CanonicalFileError(
+                f"{folder} holds neither {_HP} (Llama Scope) nor {_R1_CFG} (R1-distill)"
+            )
+        if f"{folder}/{_HP}" in local_files:
             return (
                 True,
                 read_json(local_files[f"{folder}/hyperparams.json"], "hyperparams.json"),

@@ -13,7 +13,7 @@ from typing import Any
 from saereg.formats import Format, Release, SAEEntry, hookimpl
 
 from ._common import TL_HOOK, parse_width, tl_hook_fields
-from .saelens import SAELensFormat
+from .saelens import SAELensFormat, matryoshka_widths
 
 _REPO_WIDTH = re.compile(r"-w-(\d+[km])-")
 
@@ -31,6 +31,10 @@ class MatryoshkaFormat(SAELensFormat):
         if match:
             derived["d_sae"] = parse_width(match.group(1))
         return derived
+
+    def config_says(self, raw: dict[str, Any]) -> bool | None:
+        """Only a SAELens config that records its nested widths is certainly Matryoshka."""
+        return bool("d_sae" in raw and matryoshka_widths(raw))
 
     def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
         """SAELens folders; variants (`standard/`, `snap/`) keep their prefix in the id."""

@@ -8,11 +8,20 @@ trained on 64-token contexts.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.formats import CanonicalFileError, Format, Release, RemoteFile, SAEEntry, hookimpl
+from saereg.formats import (
+    CanonicalFileError,
+    Format,
+    Match,
+    ReadSmall,
+    Release,
+    RemoteFile,
+    SAEEntry,
+    hookimpl,
+)
 
 from ._tensors import as_float32, require, torch_load, transposed
 
@@ -20,6 +29,7 @@ from ._tensors import as_float32, require, torch_load, transposed
 LN_EPS = 1e-5
 
 _PATH = re.compile(r"^(\w+?)_v5_(32k|128k)/autoencoders/(\d+)\.pt$")
+_LAYER_FILE = re.compile(r"(?:^|/)\d+\.pt$")
 #: OpenAI location → TransformerLens hook (from the sparse_autoencoder README).
 LOCATION_HOOK = {
     "resid_post_mlp": "hook_resid_post",
@@ -52,6 +62,21 @@ class OAIFormat(Format):
             "normalize_activations": "layer_norm",
             "context_size": 64,
         }
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """``{layer}.pt`` files: certain under OpenAI's ``{location}_v{N}_{width}/
+        autoencoders/`` folders, likely under any ``autoencoders/`` folder, a guess for
+        a bare ``{layer}.pt`` (the pickle is checked when it loads)."""
+        paths = sorted(p for p in listing if _LAYER_FILE.search(p))
+        if not paths:
+            return None
+        if all(_PATH.match(p) for p in paths):
+            confidence, why = 1.0, "OpenAI's {location}_v{N}_{width}/autoencoders/{layer}.pt"
+        elif all("autoencoders/" in p for p in paths):
+            confidence, why = 0.8, "autoencoders/{layer}.pt, as OpenAI names them"
+        else:
+            confidence, why = 0.3, "a {layer}.pt file (OpenAI's name for its SAE pickles)"
+        return Match(tuple(paths), confidence, why)
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         return [RemoteFile(entry.path, weights=True)]

@@ -40,6 +40,10 @@ class QwenScopeFormat(LinearPickleFormat):
     name = "qwen_scope"
     keys = keys_of("W_enc", "W_dec", "b_enc", "b_dec", linear=True)
     summary = "Qwen Scope TopK SAEs (layer{L}.sae.pt)"
+    file_name = _FILE
+
+    def name_confidence(self, name: str) -> float:
+        return 0.9  # ``.sae.pt`` is Qwen Scope's own suffix
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         repo = _REPO.search(release.repo_id or "")

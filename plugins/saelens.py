@@ -38,10 +38,27 @@ _NORMALIZATION = {
 _OAI_RESAVE = re.compile(r"^v5_(32k|128k)_layer_(\d+)(?:\.pt)?$")
 
 
+def matryoshka_widths(raw: Mapping[str, Any]) -> list[int]:
+    """The nested widths a SAELens config records (metadata.training_architecture_details)."""
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    details = meta.get("training_architecture_details")
+    widths = details.get("matryoshka_widths") if isinstance(details, dict) else None
+    return list(widths) if isinstance(widths, list) else []
+
+
 class SAELensFormat(FolderFormat):
     name = "saelens"
     summary = "SAELens-native folders (cfg.json + sae_weights.safetensors)"
     config_file, weights_file = CFG, WEIGHTS
+
+    def config_says(self, raw: dict[str, Any]) -> bool | None:
+        """SAELens configs name d_sae and either an architecture, a (6.x) metadata block or
+        the pre-6.0 runner's hook_point; sparsify's cfg.json (other files) never do."""
+        if "d_sae" not in raw:
+            return False
+        if matryoshka_widths(raw):
+            return None  # the matryoshka format is surer (its detector says True)
+        return "architecture" in raw or "metadata" in raw or "hook_point" in raw or None
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         derived: dict[str, Any] = {}

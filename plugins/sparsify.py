@@ -95,6 +95,13 @@ class SparsifyFormat(FolderFormat):
     summary = "EleutherAI sparsify ({hookpoint}/cfg.json + sae.safetensors; TopK, transcoders)"
     config_file, weights_file = CFG, WEIGHTS
 
+    def config_says(self, raw: dict[str, Any]) -> bool | None:
+        """sparsify's SparseCoderConfig: k with expansion_factor or num_latents, and d_in;
+        never SAELens' d_sae."""
+        if "d_sae" in raw or "d_in" not in raw:
+            return False
+        return ("k" in raw and ("expansion_factor" in raw or "num_latents" in raw)) or None
+
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         out = hookpoint_hooks(entry.path, _is_transcoder_release(release, entry))
         out.update(architecture="topk", normalize_activations="none")

@@ -20,7 +20,7 @@ keep the publisher's names and [out, in] orientation.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,12 @@ from saereg.formats import (
     CanonicalFileError,
     Format,
     LazyArray,
+    Match,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
+    folders_holding,
     hookimpl,
     temporal_attention_shapes,
 )
@@ -57,6 +60,11 @@ class TemporalFormat(Format):
             "architecture": "temporal",
             "normalize_activations": "constant_scalar_rescale",
         }
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders holding conf.yaml + latest_ckpt.safetensors (the publisher's names)."""
+        folders = folders_holding(listing, CONF, WEIGHTS)
+        return Match(tuple(folders), 0.9, f"{CONF} + {WEIGHTS}") if folders else None
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         folder = entry.path.rstrip("/")

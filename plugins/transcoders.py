@@ -30,7 +30,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from saereg.formats import (
     CanonicalFileError,
     Format,
     LazyArray,
+    Match,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
@@ -55,6 +57,7 @@ from ._tensors import (
 )
 
 _MWHANNA_FILE = re.compile(r"^layer_(\d+)\.safetensors$")
+_CLT_ENC = re.compile(r"^W_enc_(\d+)\.safetensors$")
 _MWHANNA_TENSORS = frozenset(
     ("W_enc", "W_dec", "b_enc", "b_dec", "activation_function.threshold", "W_skip")
 )
@@ -109,6 +112,19 @@ class MwhannaTranscoderFormat(Format):
             "architecture": "transcoder",
             "normalize_activations": "none",
         }
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """``layer_{L}.safetensors`` files; likelier beside circuit-tracer's config.yaml."""
+        files = set(listing)
+        paths = sorted(p for p in files if _MWHANNA_FILE.match(p.rpartition("/")[2]))
+        if not paths:
+            return None
+        beside = all(f"{p.rpartition('/')[0]}/config.yaml".lstrip("/") in files for p in paths)
+        return Match(
+            tuple(paths),
+            0.8 if beside else 0.5,
+            "layer_{L}.safetensors" + (" beside config.yaml" if beside else ""),
+        )
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
         return [RemoteFile(entry.path, weights=True)]
@@ -177,6 +193,25 @@ class MntssCLTFormat(Format):
             RemoteFile(f"W_enc_{layer}.safetensors", weights=True),
             RemoteFile(f"W_dec_{layer}.safetensors", weights=True),
         ]
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """config.yaml with ``W_enc_{L}`` and ``W_dec_{L}.safetensors`` at the top of the
+        listing: one SAE (a layer, its path the layer number) per pair."""
+        files = set(listing)
+        if "config.yaml" not in files:
+            return None
+        layers = sorted(
+            int(m.group(1))
+            for p in files
+            if (m := _CLT_ENC.match(p)) and f"W_dec_{m.group(1)}.safetensors" in files
+        )
+        if not layers:
+            return None
+        return Match(
+            tuple(str(n) for n in layers),
+            1.0,
+            "config.yaml + W_enc_{L}.safetensors + W_dec_{L}.safetensors (one SAE per layer L)",
+        )
 
     @staticmethod
     def _layer(entry: SAEEntry) -> int:

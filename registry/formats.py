@@ -14,6 +14,12 @@ It implements one or both hooks with ``@hookimpl``:
 ``saereg_release_dirs() -> list[Path]``
     extra directories of release files (and a ``models/models.yaml``) it ships.
 
+A format **detects** its SAEs too: `Format.detect(listing, read_small)` says, from a file
+listing (and the contents of small config files), where in the listing its SAEs are and
+how sure it is. That is how `saereg.load_sae("/data/my_sae")` and uncatalogued
+``hf:ORG/REPO/PATH`` references find the format without a release file; two formats
+equally sure of one path is an error that names both (the user picks with ``format=``).
+
 (The hooks are declared for pluggy in `saereg.base.hookspecs`.)
 
 A plugin **describes and converts**. It never downloads: the core fetches the
@@ -32,7 +38,9 @@ with the plugin that provides it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -59,17 +67,76 @@ __all__ = [
     "CanonicalFileError",
     "Format",
     "LazyArray",
+    "Match",
     "Origin",
+    "ReadSmall",
     "Release",
     "RemoteFile",
     "SAEEntry",
+    "folders_holding",
     "get_registry",
     "hookimpl",
     "layer_of_hook",
     "parse_width",
     "read_header_from",
+    "read_small_json",
     "temporal_attention_shapes",
 ]
+
+
+#: Reads one small file of the listing (a config, never weights): its bytes, or
+#: CanonicalFileError if it is missing, unreadable or larger than `SMALL_FILE_LIMIT`.
+ReadSmall = Callable[[str], bytes]
+#: The largest file `read_small` hands a detector.
+SMALL_FILE_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Match:
+    """What `Format.detect` found: where its SAEs are and how sure it is.
+
+    `paths` are SAE paths as `files`/`convert` expect them in `SAEEntry.path`, relative
+    to the listing's root; ``""`` means the root itself is one SAE (a folder format whose
+    files sit at the top of the listing). `confidence` is in (0, 1]: about 0.9 when the
+    format's own file names are all there, 1.0 when a config it read says so too, 0.5
+    or less from a file name alone. `read` names the small files consulted; `reason` is
+    one line for `saereg detect`.
+    """
+
+    paths: tuple[str, ...]
+    confidence: float
+    reason: str
+    read: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence <= 1:
+            raise ValueError(f"Match confidence {self.confidence} is not in (0, 1]")
+
+
+def folders_holding(listing: Sequence[str], *names: str) -> list[str]:
+    """Every folder of `listing` that holds all of `names` (``""`` for the root), sorted:
+    the SAE folders of a format with one folder per SAE."""
+    files = set(listing)
+    first, rest = names[0], names[1:]
+    out = []
+    for path in files:
+        folder, sep, leaf = path.rpartition("/")
+        if leaf != first:
+            continue
+        prefix = folder + sep
+        if all(prefix + name in files for name in rest):
+            out.append(folder)
+    return sorted(out)
+
+
+def read_small_json(read_small: ReadSmall, path: str) -> dict[str, Any] | None:
+    """A small JSON object of the listing, or None when it is not one (detection never
+    fails on a publisher's malformed file; loading reports it)."""
+    try:
+        value = json.loads(read_small(path))
+    except (CanonicalFileError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class Format:
@@ -138,6 +205,19 @@ class Format:
         """Scaffold release entries (id, path, derived fields) from a repository listing."""
         return []
 
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Whether `listing` (file paths relative to a folder or repository, ``/``-separated)
+        holds SAEs of this format, and where; None if it holds none.
+
+        Decide from file names, and where names are shared with other formats, from small
+        config files read with `read_small` (never weights). Report every SAE found:
+        several paths make the core ask the user to name one. `files` and `convert` must
+        then work for each path without a release file: a release whose `repo_id` does
+        not follow the publisher's naming, entries with only `id` and `path` (plus what
+        the user passes, such as hook_name or k).
+        """
+        return None
+
 
 class Registry:
     """The loaded plugins and the formats they provide, by name."""
@@ -177,6 +257,30 @@ class Registry:
                 f"unknown format {name!r}; installed formats: {known}. "
                 "Install the plugin that provides it, or check the release's 'format:' field."
             ) from None
+
+    def detect(
+        self, listing: Sequence[str], read_small: ReadSmall, only: str | None = None
+    ) -> list[tuple[Format, Match]]:
+        """Every installed format's `detect` on one listing (only the format named `only`,
+        if given), most confident first. A detector that raises is reported as a plugin
+        error naming it: a silent skip could hand the SAE to a wrong format."""
+        formats = [self.format(only)] if only else list(self.formats.values())
+        found = []
+        for fmt in formats:
+            try:
+                match = fmt.detect(listing, read_small)
+            except Exception as exc:
+                owner = self.format_owner.get(fmt.name)
+                raise PluginError(
+                    f"format {fmt.name!r}"
+                    + (f" (plugin {owner.name!r}, {owner.distribution})" if owner else "")
+                    + f" failed while detecting: {type(exc).__name__}: {exc}; disable it with "
+                    f"{DISABLE_ENV}=NAME or report it to the plugin's authors"
+                ) from None
+            if match is not None and match.paths:
+                found.append((fmt, match))
+        found.sort(key=lambda fm: (-fm[1].confidence, fm[0].name))
+        return found
 
 
 @lru_cache(maxsize=1)

@@ -9,30 +9,32 @@ network call and reads one safetensors file straight onto the target device.
 from __future__ import annotations
 
 import errno
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saereg.base.errors import CacheWarning, SaeregError
+from saereg.base.errors import ArgumentError, CacheWarning, SaeregError, UnknownReferenceError
 from saereg.base.version import __version__
 from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
+from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, get_registry
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path, read_config, write_canonical
 from saereg.store.fetch import (
     cached_commit,
-    fetch_files,
     hf_cache_dir,
-    known_revision,
     remote_safetensors_header,
     show_progress,
 )
 from saereg.store.in_place import SourceFileError, plan_in_place
 from saereg.store.integrity import Expected, PublisherFileChanged, verify_canonical
+from saereg.store.local import fetch_files, known_revision, local_root
 from saereg.store.sae_config import ConfigError, SAEConfig
 from saereg.store.tensors import CanonicalFileError, read_header
 
@@ -54,9 +56,52 @@ class CacheError(SaeregError):
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def _lookup(ref: str) -> tuple[Release, SAEEntry, Format]:
-    release, entry = resolve_entry(ref)
-    return release, entry, get_registry().format(release.format)
+def _resolve(
+    ref: str | os.PathLike[str], overrides: Mapping[str, Any], revision: str | None
+) -> tuple[Release, SAEEntry, Format | None, str | None]:
+    """(release, entry, format, revision to fetch). A catalogue reference resolves in the
+    catalogue (its format is looked up only when needed); a local path, or a ``hf:``
+    reference no release lists, by format detection (saereg.detection), at the commit
+    its listing named."""
+    if is_path_reference(ref):
+        release, entry, fmt, _ = resolve_source(ref, overrides, revision)
+        return release, entry, fmt, None
+    text = str(ref)
+    ref_revision = None
+    if text.strip().startswith("hf:"):
+        _, ref_revision, path = parse_hf_reference(text)
+        try:
+            if not path:
+                raise UnknownReferenceError(text)
+            release, entry = resolve_entry(text)
+        except UnknownReferenceError:
+            release, entry, fmt, _ = resolve_source(text, overrides, revision)
+            return release, entry, fmt, None
+    else:
+        try:
+            release, entry = resolve_entry(text)
+        except UnknownReferenceError as exc:
+            if os.path.exists(os.path.expanduser(text)):
+                raise UnknownReferenceError(
+                    f"{exc} A local file or folder {text!r} exists: to load it, write it as "
+                    f"'./{text}' (references without ./, / or ~ name catalogue entries)."
+                ) from None
+            raise
+    given = check_overrides(overrides)
+    if given:
+        raise ArgumentError(
+            f"{text} is {release.name}/{entry.id} in the catalogue, whose release file states "
+            f"its fields; {', '.join(sorted(given))}= apply only to local folders and "
+            "repositories no release describes"
+        )
+    return release, entry, None, ref_revision or revision
+
+
+def _lookup(
+    ref: str | os.PathLike[str], overrides: Mapping[str, Any], revision: str | None
+) -> tuple[Release, SAEEntry, Format, str | None]:
+    release, entry, fmt, revision = _resolve(ref, overrides, revision)
+    return release, entry, fmt or get_registry().format(release.format), revision
 
 
 def _cached_for_hub(
@@ -96,7 +141,7 @@ def build_config(
         "hook_name_out": entry.hook_name_out,
         "hf_hook_name": entry.hf_hook_name,
         "hook_layer": entry.hook_layer,
-        "model": release.model,
+        "model": release.model or None,
         **hf_hooks(release.model, entry),
         "context_size": entry.context_size,
         "dataset": entry.dataset,
@@ -132,33 +177,40 @@ def build_config(
 
 
 def fetch_canonical(
-    ref: str,
+    ref: str | os.PathLike[str],
     *,
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    **overrides: Any,
 ) -> Path:
     """Download and convert `ref` once; return the canonical file's path.
 
     A cached file is used only if its header names this release, SAE id and revision
     (with `verify`, also if its tensor bytes match the digest in its header); otherwise
-    it is rebuilt from the publisher files, which are usually still cached."""
-    path = _fetch_canonical(ref, revision, force, quiet, verify)
+    it is rebuilt from the publisher files, which are usually still cached. `overrides`
+    are those of `load_sae`."""
+    path = _fetch_canonical(ref, revision, force, quiet, verify, overrides)
     mark_used(path)  # for `saereg cache ls` / `prune --older-than`
     return path
 
 
 def _fetch_canonical(
-    ref: str, revision: str | None, force: bool, quiet: bool | None, verify: bool
+    ref: str | os.PathLike[str],
+    revision: str | None,
+    force: bool,
+    quiet: bool | None,
+    verify: bool,
+    overrides: Mapping[str, Any],
 ) -> Path:
-    release, entry = resolve_entry(ref)
+    release, entry, detected, revision = _resolve(ref, overrides, revision)
     changed: list[str] = []  # publisher files found damaged: download them again
     if not force:
         hit = _cached_for_hub(release, entry, revision, verify, changed)
         if hit is not None:
             return hit
-    fmt = get_registry().format(release.format)
+    fmt = detected or get_registry().format(release.format)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)
     if known is not None and not force:
@@ -266,7 +318,7 @@ def _cache_hit(
 
 
 def load_sae(
-    ref: str,
+    ref: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
@@ -274,28 +326,47 @@ def load_sae(
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    **overrides: Any,
 ) -> SAE:
-    """Load any catalogued SAE as a canonical `SAE` module on `device` in `dtype`.
+    """Load an SAE as a canonical `SAE` module on `device` in `dtype`.
+
+    `ref` is a catalogue reference (``RELEASE/SAE_ID``, a Neuronpedia id,
+    ``hf:ORG/REPO[@REVISION]/PATH``), a local folder or file (a str starting with ``/``,
+    ``./``, ``../`` or ``~``, or an `os.PathLike`), or a ``hf:`` reference to a
+    repository no release lists: those are read by format detection. For them,
+    `overrides` state what the files cannot say: ``format`` (when two formats fit),
+    ``sae`` (which SAE of a folder holding several), ``model``, ``hook_name``,
+    ``hook_name_out``, ``hook_layer``, ``hf_hook_name``, ``k``, ``context_size``,
+    ``normalize_activations``, ``norm_scaling_factor``, ``dataset``.
 
     The first call downloads the publisher's files and converts them once; later calls
-    read the cached canonical file directly onto the device. `verify` also checks the
-    cached tensor bytes against the digest in the file (a full read).
+    read the cached canonical file directly onto the device (a local folder is
+    converted again when a file it reads changes). `verify` also checks the cached
+    tensor bytes against the digest in the file (a full read).
     """
     from saereg.sae.module import SAE  # torch: imported only when a module is built
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    path = fetch_canonical(ref, revision=revision, force=force, quiet=quiet, verify=verify)
+    path = fetch_canonical(
+        ref, revision=revision, force=force, quiet=quiet, verify=verify, **overrides
+    )
     return SAE.load(path, device=device, dtype=dtype)
 
 
-def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = None) -> SAEConfig:
+def load_config(
+    ref: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    quiet: bool | None = None,
+    **overrides: Any,
+) -> SAEConfig:
     """The canonical config of `ref`, downloading no weights where the format allows.
 
     Order: the canonical cache; then the format's config-only path (small files plus
     safetensors headers, read from the HF cache or over HTTP range requests); else a
-    full fetch and conversion.
+    full fetch and conversion. `ref` and `overrides` are as for `load_sae`.
     """
-    release, entry, fmt = _lookup(ref)
+    release, entry, fmt, revision = _lookup(ref, overrides, revision)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)
     if known is not None:
@@ -317,12 +388,16 @@ def load_config(ref: str, *, revision: str | None = None, quiet: bool | None = N
     elif (converted := fmt.config_only(release, entry, small.paths, {})) is not None:
         # Pickled weights, but small files that hold the whole config (dictionary_learning).
         return build_config(fmt, release, entry, converted, small.sha256, small.revision)
-    return read_config(fetch_canonical(ref, revision=revision, quiet=quiet)).replace(storage=None)
+    canonical = fetch_canonical(ref, revision=revision, quiet=quiet, **overrides)
+    return read_config(canonical).replace(storage=None)
 
 
 def _header_for(release: Release, path: str, revision: str | None) -> dict[str, Any] | None:
     from huggingface_hub import try_to_load_from_cache  # deferred: huggingface_hub
 
+    root = local_root(release)
+    if root is not None:
+        return read_header(root / path)[0] if (root / path).is_file() else None
     if not release.repo_id:
         return None
     rev = revision or release.revision or "main"

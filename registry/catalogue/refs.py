@@ -5,7 +5,9 @@ Three spellings are accepted:
 * ``RELEASE/SAE_ID`` — the release name never contains '/', the SAE id may
   (``gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82``);
 * a Neuronpedia source id ``MODEL/LAYER-SET`` (``gpt2-small/8-res-jb``);
-* ``hf:ORG/REPO/PATH`` — a path inside a Hugging Face repository.
+* ``hf:ORG/REPO[@REVISION]/PATH`` — a path inside a Hugging Face repository, at a
+  branch, tag or commit (default: the release's pin, or main for a repository no
+  release describes).
 
 Which of the first two a string is depends on the catalogue (is the first part a release
 name?), so parsing returns candidates and the resolver decides.
@@ -17,6 +19,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from saereg.base.errors import UnknownReferenceError
 
@@ -25,7 +28,7 @@ NEURONPEDIA_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
 #: Longer words get no did-you-mean suggestions.
 MAX_COMPARED = 256
 HF_REPO_PATH_RE = re.compile(
-    r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:/(.+))?$"
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^/@\s]+))?(?:/(.*))?$"
 )
 
 
@@ -39,6 +42,7 @@ class Reference:
     sae_id: str | None = None
     repo_id: str | None = None
     path: str | None = None
+    revision: str | None = None  # hf: references only, from ``@REVISION``
 
     @property
     def could_be_neuronpedia(self) -> bool:
@@ -51,15 +55,13 @@ def parse_reference(text: str) -> Reference:
     if not ref:
         raise UnknownReferenceError("Empty SAE reference; expected RELEASE/SAE_ID.")
     if ref.startswith("hf:"):
-        match = HF_REPO_PATH_RE.match(ref[3:])
-        if not match or not match.group(3):
+        repo_id, revision, path = parse_hf_reference(ref)
+        if not path:
             raise UnknownReferenceError(
-                f"Malformed reference {text!r}: expected hf:ORG/REPO/PATH "
+                f"Malformed reference {text!r}: expected hf:ORG/REPO[@REVISION]/PATH "
                 "(for example hf:jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre)."
             )
-        path = match.group(3).strip("/")
-        check_relative_path(path, what=f"reference {text!r}")
-        return Reference(ref, "hf", repo_id=f"{match.group(1)}/{match.group(2)}", path=path)
+        return Reference(ref, "hf", repo_id=repo_id, path=path, revision=revision)
     release, sep, sae_id = ref.partition("/")
     if not sep:
         return Reference(ref, "bare", release=release)
@@ -68,6 +70,32 @@ def parse_reference(text: str) -> Reference:
             f"Malformed reference {text!r}: nothing after '/'; expected RELEASE/SAE_ID."
         )
     return Reference(ref, "release", release=release, sae_id=sae_id)
+
+
+def parse_hf_reference(text: str) -> tuple[str, str | None, str]:
+    """``hf:ORG/REPO[@REVISION][/PATH]`` → (repo id, revision or None, path or "").
+
+    A path that could leave the repository (absolute, ``..``, %-encoded tricks, control
+    characters) is an UnknownReferenceError: it names nothing inside the repository."""
+    ref = text.strip()
+    match = HF_REPO_PATH_RE.match(ref[3:]) if ref.startswith("hf:") else None
+    if not match:
+        raise UnknownReferenceError(
+            f"Malformed reference {text!r}: expected hf:ORG/REPO[@REVISION]/PATH "
+            "(for example hf:jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre)."
+        )
+    raw = match.group(4) or ""
+    path = raw.strip("/")
+    if raw.startswith("/") or "//" in path:
+        raise UnknownReferenceError(f"reference {text!r}: path {raw!r} is not a relative path.")
+    if path:
+        where = f"reference {text!r} (a path must stay inside {match.group(1)}/{match.group(2)})"
+        check_relative_path(path, what=where)
+        decoded = unquote(path)
+        check_relative_path(decoded, what=where + ", once %-decoded")
+        if any(ord(c) < 32 for c in decoded):
+            raise UnknownReferenceError(f"{where}: path {path!r} contains control characters.")
+    return f"{match.group(1)}/{match.group(2)}", match.group(3), path
 
 
 def check_relative_path(path: str, what: str) -> None:

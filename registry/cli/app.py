@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("lookup", "list the models the catalogue knows: names, hub ids, families, shapes"),
     "validate": ("release_files", "check release files: schema, then a reviewer's lints"),
     "docs": ("publish", "regenerate the markdown catalogue from the release files"),
+    "detect": ("detect", "which format a folder, file or hub repository holds; a release snippet"),
     "new": ("publish", "scaffold a release file from a repository's file listing"),
     "sync-check": ("publish", "compare releases with their repositories"),
     "migrate": ("release_files", "rewrite release files in the current schema version"),
@@ -63,8 +64,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="saereg",
         description="Registry and format-conversion hub for pretrained sparse autoencoders.",
-        epilog="References: RELEASE/SAE_ID, a Neuronpedia id (gpt2-small/8-res-jb), or "
-        "hf:ORG/REPO/PATH. Exit codes: 0 ok, 1 failure, 2 bad usage or unknown reference.",
+        epilog="References: RELEASE/SAE_ID, a Neuronpedia id (gpt2-small/8-res-jb), "
+        "hf:ORG/REPO[@REVISION]/PATH (any repository), or a local folder or file (./x, /x, "
+        "~/x). Exit codes: 0 ok, 1 failure, 2 bad usage or unknown reference.",
     )
     parser.add_argument("--version", action="version", version=f"saereg {__version__}")
     parser.add_argument(

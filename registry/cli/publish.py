@@ -51,7 +51,7 @@ def cmd_new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    fmt = get_registry().format(args.format)
+    fmt = get_registry().format(args.format) if args.format else None
     name = args.release or default_release_name(args.repo)
     why = unsafe_release_name(name)
     if why:
@@ -176,12 +176,17 @@ def _add_new(sub: Subparsers, summary: str) -> None:
         "new",
         help=summary,
         description="List the repository's files at its current commit (pinned as the "
-        "revision), let the format discover its SAEs and derive every field it can, and "
+        "revision), detect the format (or take --format), let it discover the SAEs and "
+        "derive every field it can, and "
         "write releases/NAME.yaml with TODO marks for what the contributor must fill. "
         "Never overwrites a release.",
     )
     p.add_argument("--repo", required=True, help="Hugging Face repository, ORG/NAME")
-    p.add_argument("--format", required=True, help="format plugin, e.g. gemma_scope")
+    p.add_argument(
+        "--format",
+        help="format plugin, e.g. gemma_scope (default: detected from the files, as "
+        "`saereg detect hf:ORG/NAME` does)",
+    )
     p.add_argument("--release", help="release name (default: from the repository name)")
     p.add_argument("--revision", help="branch, tag or commit to scaffold from (default: main)")
     p.add_argument("--out", help="directory to write to (default: the catalogue's releases/)")

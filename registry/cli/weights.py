@@ -8,10 +8,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from saereg.base.errors import SaeregError
+from saereg.cli.detect import add_source_options, source_overrides
 from saereg.cli.output import EXIT_OK, EXIT_USAGE, Subparsers, print_json
 from saereg.loading import fetch_canonical
 from saereg.store.canonical import export_saelens, read_config
+from saereg.store.export_sparsify import export_sparsify
 from saereg.store.in_place import read_tensors, referenced
+from saereg.store.sae_config import METADATA_KEY
 from saereg.store.tensors import CODE_OF, read_header
 
 
@@ -22,6 +26,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         force=args.force,
         quiet=True if args.quiet else None,
         verify=args.verify,
+        **source_overrides(args),
     )
     if args.json:
         cfg = read_config(path)
@@ -31,13 +36,29 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _canonical_file(ref: str, revision: str | None, quiet: bool) -> Path:
-    """A canonical file given as a path, or fetched for a catalogue reference."""
-    candidate = Path(ref)
-    if candidate.suffix == ".safetensors" and candidate.is_file():
-        return candidate
+def _is_canonical(path: Path) -> bool:
+    """Whether `path` is a canonical file (its header carries saereg's config), not a
+    publisher's safetensors file that happens to be named as a reference."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        _, metadata = read_header(path)
+    except (OSError, SaeregError):
+        return False
+    return METADATA_KEY in metadata
 
-    return fetch_canonical(ref, revision=revision, quiet=True if quiet else None)
+
+def _canonical_file(args: argparse.Namespace) -> Path:
+    """A canonical file given as a path, or fetched for a reference, folder or file."""
+    candidate = Path(args.ref).expanduser()
+    if _is_canonical(candidate):
+        return candidate
+    return fetch_canonical(
+        args.ref,
+        revision=args.revision,
+        quiet=True if args.quiet else None,
+        **source_overrides(args),
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -45,10 +66,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         print(f"saereg export: --out {out} is a file; give a directory", file=sys.stderr)
         return EXIT_USAGE
-    path = _canonical_file(args.ref, args.revision, args.quiet)
+    path = _canonical_file(args)
     cfg = read_config(path)
     tensors = read_tensors(path, cfg, "cpu")
-    written = export_saelens(cfg, tensors, out)
+    exporter = export_sparsify if args.format == "sparsify" else export_saelens
+    written = exporter(cfg, tensors, out)
     for p in written:
         print(p)
     return EXIT_OK
@@ -111,7 +133,11 @@ def _add_fetch(sub: Subparsers, summary: str) -> None:
         "plain URLs), convert them once into a canonical safetensors file in $SAEREG_CACHE, "
         "and print its path. A second fetch makes no network call.",
     )
-    p.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or hf:ORG/REPO/PATH")
+    p.add_argument(
+        "ref",
+        help="RELEASE/SAE_ID, a Neuronpedia id, hf:ORG/REPO[@REVISION]/PATH, or a local "
+        "folder or file (./x, /x, ~/x)",
+    )
     p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
     p.add_argument("--force", action="store_true", help="download and convert again")
     p.add_argument(
@@ -122,21 +148,32 @@ def _add_fetch(sub: Subparsers, summary: str) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the path and canonical config")
+    add_source_options(p)
     p.set_defaults(func=cmd_fetch)
 
 
 def _add_export(sub: Subparsers, summary: str) -> None:
-    p = sub.add_parser("export", help=summary)
-    p.add_argument("ref", help="a reference, or a canonical .safetensors file")
+    p = sub.add_parser(
+        "export",
+        help=summary,
+        description="Write an SAE (catalogued, a local folder or file in any supported "
+        "layout, an uncatalogued hf: repository, or a canonical file) in SAELens' or "
+        "EleutherAI sparsify's layout.",
+    )
+    p.add_argument(
+        "ref", help="a reference, a local folder or file (./x, /x, ~/x), or a canonical file"
+    )
     p.add_argument(
         "--format",
-        choices=["saelens"],
+        choices=["saelens", "sparsify"],
         default="saelens",
-        help="target layout: saelens (cfg.json + sae_weights.safetensors)",
+        help="target layout: saelens (OUT/cfg.json + sae_weights.safetensors) or sparsify "
+        "(OUT/HOOKPOINT/cfg.json + sae.safetensors, for SparseCoder.load_from_disk)",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_source_options(p)
     p.set_defaults(func=cmd_export)
 
 

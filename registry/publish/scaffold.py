@@ -15,8 +15,9 @@ from typing import Any
 from saereg.base.errors import SaeregError
 from saereg.catalogue.records import REQUIRED_SAE_FIELDS, Release, SAEEntry
 from saereg.catalogue.release_files import dump_release, factor_defaults
-from saereg.formats import Format
+from saereg.formats import SMALL_FILE_LIMIT, CanonicalFileError, Format, get_registry
 from saereg.store.fetch import FetchError, check_reachable, hf_endpoint, offline
+from saereg.store.hub_listing import hub_read_small
 
 TODO = "TODO"
 
@@ -70,12 +71,48 @@ def default_release_name(repo_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", repo_id.split("/", 1)[1]).strip("-").lower()
 
 
+def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[Format, list[str]]:
+    """The format of a repository's SAEs, by the formats' own detection (the same that
+    `saereg detect` and `load_sae("hf:…")` use): the most confident format, claiming the
+    most SAEs. Two formats equally sure of the same SAEs is an error naming both."""
+
+    def read_small(path: str) -> bytes:
+        try:
+            return hub_read_small(repo_id, commit, path, SMALL_FILE_LIMIT)
+        except FetchError as exc:
+            raise CanonicalFileError(str(exc)) from None
+
+    found = get_registry().detect(listing, read_small)
+    if not found:
+        raise SaeregError(
+            f"no installed format recognises the files of {repo_id} at {commit[:12]} "
+            f"({len(listing)} files); pass --format NAME (`saereg plugins` lists them)"
+        )
+    ranked = sorted(found, key=lambda fm: (-fm[1].confidence, -len(fm[1].paths), fm[0].name))
+    best, match = ranked[0]
+    tied = [
+        f.name
+        for f, m in ranked[1:]
+        if m.confidence == match.confidence and len(m.paths) == len(match.paths)
+    ]
+    if tied:
+        raise SaeregError(
+            f"{repo_id}: formats {best.name}, {', '.join(tied)} recognise its files equally "
+            f"({match.reason}); choose one with --format"
+        )
+    return best, [p for p in match.paths if p]
+
+
 def scaffold(
-    repo_id: str, fmt: Format, name: str | None = None, revision: str | None = None
+    repo_id: str, fmt: Format | None, name: str | None = None, revision: str | None = None
 ) -> tuple[str, str, int]:
-    """A release file for every SAE `fmt` finds in `repo_id`: (name, YAML text, n SAEs)."""
+    """A release file for every SAE `fmt` (by default: the detected format) finds in
+    `repo_id`: (name, YAML text, n SAEs)."""
     commit, listing = repo_listing(repo_id, revision)
-    found = fmt.discover(repo_id, listing)
+    detected: list[str] = []
+    if fmt is None:
+        fmt, detected = detect_repo_format(repo_id, commit, listing)
+    found = fmt.discover(repo_id, listing) or [{"id": p, "path": p} for p in detected]
     if not found:
         raise SaeregError(
             f"format {fmt.name!r} found no SAEs in {repo_id} at {commit[:12]} ({len(listing)} "
@@ -120,7 +157,8 @@ def scaffold(
     doc["saes"] = saes
     unknown = sorted({k for e in entries for k in REQUIRED_SAE_FIELDS if e.get(k) is None})
     header = [
-        f"# Scaffolded by `saereg new --repo {repo_id} --format {fmt.name}` at commit {commit}.",
+        f"# Scaffolded by `saereg new --repo {repo_id} --format {fmt.name}` at commit {commit}"
+        + (" (format detected)." if detected else "."),
         "# Before opening a pull request (see CONTRIBUTING.md):",
         "#  - set `model` to the model the SAEs were trained on, and `links.model` to its page;",
         "#  - check `publisher`; set `license` if the repository states one;",
