@@ -71,7 +71,16 @@ class QwenScopeFormat(LinearPickleFormat):
         return out
 
     def config(self, found: Found, local_files: Mapping[str, Path]) -> dict[str, Any]:
-        k = found.entry.k or self.describe(found.release, found.entry)["k"]
+        k = found.entry.k
+        if k is None:
+            repo = _REPO.search(found.release.repo_id or "")
+            if not repo:
+                raise CanonicalFileError(
+                    f"{found.entry.path}: a Qwen Scope TopK SAE, but its files do not say k "
+                    "(how many latents it keeps; Qwen names it in the repository, "
+                    "…-L0_{k}); pass k=N (CLI: --k N)"
+                )
+            k = int(repo.group(3))
         if not 1 <= k <= found.d_sae:
             raise CanonicalFileError(f"{found.entry.path}: k={k} does not fit d_sae={found.d_sae}")
         return {**relu_config(found), "architecture": "topk", "k": k, "topk_relu": False}

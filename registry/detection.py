@@ -398,11 +398,14 @@ class DetectedFormat(Format):
             derived = self.inner.describe(release, entry)
         except (ValueError, KeyError, TypeError):
             derived = {}
+        for key in ENTRY_OVERRIDES:  # a None from the format must not hide what the user said
+            if key in out and out[key] is None and getattr(entry, key) is not None:
+                del out[key]
         for key in _FALLBACKS:
             if out.get(key) is None and getattr(entry, key) is None and derived.get(key):
                 out[key] = derived[key]
         if out.get("hook_layer") is None and entry.hook_layer is None:
-            out["hook_layer"] = layer_of_hook(out.get("hook_name"))
+            out["hook_layer"] = layer_of_hook(out.get("hook_name") or entry.hook_name)
         unknown_out = out.get("hook_name_out") is None and entry.hook_name_out is None
         if out.get("transcoder") and unknown_out and derived.get("hook_name_out"):
             out["hook_name_out"] = derived["hook_name_out"]

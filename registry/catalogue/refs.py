@@ -28,7 +28,7 @@ NEURONPEDIA_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
 #: Longer words get no did-you-mean suggestions.
 MAX_COMPARED = 256
 HF_REPO_PATH_RE = re.compile(
-    r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^/@\s]+))?(?:/(.*))?$"
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._-]*))?(?:/(.*))?$"
 )
 
 

@@ -7,6 +7,7 @@ holds of that commit (the files downloaded before), found through the cache's re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,26 @@ def hub_listing(repo_id: str, revision: str | None) -> tuple[str, list[str]]:
             "the Hugging Face cache only."
         ) from None
     files = sorted(s.rfilename for s in (info.siblings or []))
+    _remember_ref(repo_id, rev, str(info.sha))
     return str(info.sha), files
+
+
+def _remember_ref(repo_id: str, revision: str, commit: str) -> None:
+    """Record which commit a branch or tag named, in the HF cache's refs (as
+    huggingface_hub does when it downloads by branch), so that offline the same reference
+    finds the same files."""
+    if revision == commit:
+        return
+    ref = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        if ref.is_file() and ref.read_text(encoding="utf-8").strip() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(commit, encoding="utf-8")
+        os.replace(tmp, ref)
+    except OSError:
+        pass  # a read-only cache: offline loads then need the commit spelled out
 
 
 def hub_read_small(repo_id: str, commit: str, path: str, limit: int) -> bytes:
