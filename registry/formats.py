@@ -64,6 +64,7 @@ from saereg.store.tensors import (
 __all__ = [
     "CODE_OF",
     "FLOAT_DTYPES",
+    "SMALL_FILE_LIMIT",
     "CanonicalFileError",
     "Format",
     "LazyArray",

@@ -7,8 +7,10 @@ hooks below with ``@saereg.hookimpl`` (also ``saereg.formats.hookimpl``).
 hooks return, and the helpers a plugin may use. The declarations live here, at the bottom
 layer, because the catalogue needs `saereg_release_dirs` before any format is loaded.
 
-A plugin **describes and converts**; it never downloads (the core hands it local files)
-and never builds torch modules (it returns tensors and a config dict).
+A plugin **describes, detects and converts**; it never downloads (the core hands it local
+files, and to `Format.detect` a file listing and a reader of small configs) and never
+builds torch modules (it returns tensors and a config dict). Detection is a method of the
+formats `saereg_formats` returns, not a hook of its own: a format is one object.
 """
 
 from __future__ import annotations
