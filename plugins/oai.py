@@ -1,8 +1,14 @@
 """OpenAI's original GPT-2 small SAEs (``sparse_autoencoder``), as published on their
-public blob storage: ``{location}_v5_{32k|128k}/autoencoders/{layer}.pt``.
+public blob storage (``sparse_autoencoder/paths.py``):
 
-TopK(32) with per-token LayerNorm on the input (unbiased std, eps added to the std),
-trained on 64-token contexts.
+* v5: ``{location}_v5_{32k|128k}/autoencoders/{layer}.pt``, TopK(32) with per-token
+  LayerNorm on the input (unbiased std, eps added to the std), 64-token contexts;
+* v1 and v4: ``{location}/autoencoders/{layer}.pt`` and ``{location}_v4/…``, for
+  ``mlp_post_act`` and ``resid_delta_mlp`` only: ReLU, 32,768 latents, inputs not layer
+  normed ("Layer normed inputs: false" in paths.py).
+
+Math (``model.py``): latents = act((x - pre_bias) @ encoderᵀ + latent_bias), recon =
+latents @ decoderᵀ + pre_bias; `from_state_dict` normalizes only TopK SAEs' inputs.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from ._tensors import as_float32, require, torch_load, transposed
 #: OpenAI's Autoencoder adds eps to the (unbiased) std in its LayerNorm.
 LN_EPS = 1e-5
 
-_PATH = re.compile(r"^(\w+?)_v5_(32k|128k)/autoencoders/(\d+)\.pt$")
+_PATH = re.compile(r"^(\w+?)(?:_v(4)|_v5_(32k|128k))?/autoencoders/(\d+)\.pt$")
+#: The locations of the ReLU SAEs (v1, v4), per paths.py.
+RELU_LOCATIONS = ("mlp_post_act", "resid_delta_mlp")
 _LAYER_FILE = re.compile(r"(?:^|/)\d+\.pt$")
 #: OpenAI location → TransformerLens hook (from the sparse_autoencoder README).
 LOCATION_HOOK = {
@@ -46,17 +54,33 @@ class OAIFormat(Format):
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _PATH.match(entry.path)
-        if not match or match.group(1) not in LOCATION_HOOK:
+        location, _, width, layer_text = match.groups() if match else ("", None, None, "0")
+        if (
+            not match
+            or location not in LOCATION_HOOK
+            or (width is None and location not in RELU_LOCATIONS)
+        ):
             raise ValueError(
                 f"path {entry.path!r} does not follow OpenAI's "
-                "{location}_v5_{32k|128k}/autoencoders/{layer}.pt layout"
+                "{location}_v5_{32k|128k}/autoencoders/{layer}.pt (or, for mlp_post_act and "
+                "resid_delta_mlp, {location}[_v4]/autoencoders/{layer}.pt) layout"
             )
-        location, width, layer = match.group(1), match.group(2), int(match.group(3))
-        return {
+        layer = int(layer_text)
+        common = {
             "hook_name": f"blocks.{layer}.{LOCATION_HOOK[location]}",
             "hook_layer": layer,
-            "d_sae": 32768 if width == "32k" else 131072,
             "d_in": 3072 if location == "mlp_post_act" else 768,
+        }
+        if width is None:  # v1 / v4
+            return {
+                **common,
+                "d_sae": 32768,
+                "architecture": "relu",
+                "normalize_activations": "none",
+            }
+        return {
+            **common,
+            "d_sae": 32768 if width == "32k" else 131072,
             "k": 32,
             "architecture": "topk",
             "normalize_activations": "layer_norm",
@@ -70,8 +94,8 @@ class OAIFormat(Format):
         paths = sorted(p for p in listing if _LAYER_FILE.search(p))
         if not paths:
             return None
-        if all(_PATH.match(p) for p in paths):
-            confidence, why = 1.0, "OpenAI's {location}_v{N}_{width}/autoencoders/{layer}.pt"
+        if all((m := _PATH.match(p)) and m.group(1) in LOCATION_HOOK for p in paths):
+            confidence, why = 1.0, "OpenAI's {location}_v{N}[_{width}]/autoencoders/{layer}.pt"
         elif all("autoencoders/" in p for p in paths):
             confidence, why = 0.8, "autoencoders/{layer}.pt, as OpenAI names them"
         else:
@@ -87,7 +111,9 @@ class OAIFormat(Format):
         state = torch_load(local_files[entry.path])
         where = entry.path
         require(state, ("pre_bias", "latent_bias", "encoder.weight"), where)
-        activation = state.get("activation", "TopK")
+        match = _PATH.match(entry.path)
+        relu_release = bool(match) and match.group(3) is None  # v1 / v4, per paths.py
+        activation = state.get("activation", "ReLU" if relu_release else "TopK")
         if activation == "TopK":
             params = state.get("activation_state_dict") or {}
             k = params.get("k")
