@@ -51,8 +51,8 @@ OVERRIDES = ("format", "sae", "model", *ENTRY_OVERRIDES)
 _INTS = {"hook_layer", "k", "context_size"}
 #: Fields the format's path conventions may fill in when neither files nor caller say.
 _FALLBACKS = ("hook_name", "hook_layer", "hf_hook_name", "context_size", "dataset")
-LOCAL_RELEASE = "local"
-HF_PREFIX = "hf:"
+LOCAL_RELEASE = local.LOCAL_RELEASE
+HF_PREFIX = local.HF_RELEASE_PREFIX
 
 
 class SourceError(SaeregError):

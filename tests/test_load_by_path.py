@@ -179,6 +179,11 @@ def test_a_changed_folder_is_converted_again(tmp_path: Path) -> None:
     assert second != first
     changed = saereg.load_sae(folder)
     torch.testing.assert_close(changed.b_dec, sae.b_dec + 1)
+    # `saereg cache prune --unused` drops the superseded conversion, keeps the current one.
+    from saereg.store import cache
+
+    stale = {e.path for e in cache.unused(cache.entries())}
+    assert first in stale and second not in stale
 
 
 def test_overrides_and_what_stays_unknown(tmp_path: Path) -> None:
@@ -335,3 +340,26 @@ def test_detect_command_prints_format_reads_and_snippet(
     data = __import__("json").loads(capsys.readouterr().out)
     assert [s["path"] for s in data["saes"]] == ["layers.1.mlp"]
     assert data["saes"][0]["config"]["transcoder"] is True
+
+
+def test_new_detects_the_format(hubenv: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from saereg.cli.app import main
+
+    from .publishers import gemma_scope_npz, saelens_folder
+
+    files: dict[str, bytes] = {}
+    for hook in ("blocks.0.hook_resid_pre", "blocks.5.hook_resid_pre"):
+        files.update(saelens_folder(hook, hook=hook)[0])
+    hubenv.hub.add_commit("someone/detected-saes", files)
+    out = ["--out", str(hubenv.releases)]
+    assert main(["new", "--repo", "someone/detected-saes", "--release", "det", *out]) == 0
+    text = (hubenv.releases / "det.yaml").read_text()
+    assert "format: saelens" in text and "(format detected)" in text
+    assert "path: blocks.5.hook_resid_pre" in text
+    # Two formats' files in one repository, equally sure: --format is asked for.
+    npz, _ = gemma_scope_npz(d_in=8, d_sae=16)
+    files["layer_0/width_16k/average_l0_5/params.npz"] = npz
+    hubenv.hub.add_commit("someone/mixed", files)
+    capsys.readouterr()
+    assert main(["new", "--repo", "someone/mixed", "--release", "mixed", *out]) == 1
+    assert "choose one with --format" in capsys.readouterr().err

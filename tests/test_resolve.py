@@ -102,11 +102,12 @@ def test_ids_may_contain_slashes() -> None:
         ),
         (
             "hf:nobody/nothing/x",
-            "Repository 'nobody/nothing' is not in the catalogue; add it with `saereg new --repo "
-            "nobody/nothing --format FORMAT` (see CONTRIBUTING.md).",
+            "Repository 'nobody/nothing' is not in the catalogue: load_sae and `saereg fetch` "
+            "read it by format detection (`saereg detect hf:nobody/nothing` shows what it "
+            "holds); `saereg new --repo nobody/nothing` adds it (see CONTRIBUTING.md).",
         ),
-        ("hf:broken", "Malformed reference 'hf:broken': expected hf:ORG/REPO/PATH"),
-        ("hf:a/b/../c", "reference 'hf:a/b/../c': path '../c' contains '..'."),
+        ("hf:broken", "Malformed reference 'hf:broken': expected hf:ORG/REPO[@REVISION]/PATH"),
+        ("hf:a/b/../c", "reference 'hf:a/b/../c' (a path must stay inside a/b): path '../c'"),
         ("gpt2-small-res-jb/", "Malformed reference 'gpt2-small-res-jb/': nothing after '/'"),
     ],
 )

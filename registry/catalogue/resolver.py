@@ -216,8 +216,9 @@ def _resolve_hf(repo_id: str, path: str) -> tuple[Release, SAEEntry]:
                 close_matches(path, [r["path"] for r in in_repo]),
             )
         raise UnknownReferenceError(
-            f"Repository {repo_id!r} is not in the catalogue; add it with "
-            f"`saereg new --repo {repo_id} --format FORMAT` (see CONTRIBUTING.md)."
+            f"Repository {repo_id!r} is not in the catalogue: load_sae and `saereg fetch` read "
+            f"it by format detection (`saereg detect hf:{repo_id}` shows what it holds); "
+            f"`saereg new --repo {repo_id}` adds it (see CONTRIBUTING.md)."
         )
     # Built-in releases first (an extra release cannot take a reference over), then the
     # release where the id is the path itself (not a '-canonical' alias).

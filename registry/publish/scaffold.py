@@ -73,8 +73,9 @@ def default_release_name(repo_id: str) -> str:
 
 def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[Format, list[str]]:
     """The format of a repository's SAEs, by the formats' own detection (the same that
-    `saereg detect` and `load_sae("hf:…")` use): the most confident format, claiming the
-    most SAEs. Two formats equally sure of the same SAEs is an error naming both."""
+    `saereg detect` and `load_sae("hf:…")` use): the most confident format. Two formats
+    equally sure (of the same SAEs, or of different ones in a repository that mixes
+    formats) is an error naming both: a release file has one format."""
 
     def read_small(path: str) -> bytes:
         try:
@@ -88,17 +89,14 @@ def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[F
             f"no installed format recognises the files of {repo_id} at {commit[:12]} "
             f"({len(listing)} files); pass --format NAME (`saereg plugins` lists them)"
         )
-    ranked = sorted(found, key=lambda fm: (-fm[1].confidence, -len(fm[1].paths), fm[0].name))
+    ranked = sorted(found, key=lambda fm: (-fm[1].confidence, fm[0].name))
     best, match = ranked[0]
-    tied = [
-        f.name
-        for f, m in ranked[1:]
-        if m.confidence == match.confidence and len(m.paths) == len(match.paths)
-    ]
+    tied = [f"{f.name} ({len(m.paths)})" for f, m in ranked[1:] if m.confidence == match.confidence]
     if tied:
         raise SaeregError(
-            f"{repo_id}: formats {best.name}, {', '.join(tied)} recognise its files equally "
-            f"({match.reason}); choose one with --format"
+            f"{repo_id}: formats {best.name} ({len(match.paths)}), {', '.join(tied)} each "
+            "recognise SAEs in it equally surely (the number of SAEs in parentheses); "
+            "choose one with --format"
         )
     return best, [p for p in match.paths if p]
 

@@ -30,6 +30,7 @@ from saereg.store import fetch
 from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
 from saereg.store.in_place import blob_path, source_files
+from saereg.store.local import HF_RELEASE_PREFIX, LOCAL_RELEASE
 from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
 
@@ -166,7 +167,11 @@ def _current(ref: str) -> tuple[str, str] | None:
 
 
 def _catalogued(entry: Entry) -> bool:
-    """Whether the catalogue still lists the entry's release and SAE id (by name, no index)."""
+    """Whether the catalogue still lists the entry's release and SAE id (by name, no index).
+    SAEs loaded by path or from a repository no release describes count as listed: they
+    load again as long as their files exist (older revisions are still pruned)."""
+    if entry.release == LOCAL_RELEASE or entry.release.startswith(HF_RELEASE_PREFIX):
+        return True
     try:
         return get_release(entry.release).sae(entry.sae_id) is not None
     except SaeregError:

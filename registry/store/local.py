@@ -35,6 +35,10 @@ MAX_DEPTH = 12
 #: Digests remembered for local files (the oldest are forgotten first).
 MAX_DIGESTS = 4096
 _SCHEME = "file://"
+#: The release name of SAEs loaded from local folders, and the prefix of those of
+#: repositories no release describes (canonical cache entries are kept under them).
+LOCAL_RELEASE = "local"
+HF_RELEASE_PREFIX = "hf:"
 
 
 class LocalSourceError(SaeregError):
