@@ -20,6 +20,7 @@ from saereg.catalogue.refs import close_matches
 from saereg.catalogue.release_check import unsafe_path
 from saereg.catalogue.release_dirs import MODELS_FILE, release_files
 from saereg.catalogue.schema import Finding, ParsedFile, check_schema, read_and_check
+from saereg.catalogue.text_lint import text_problems
 
 
 @dataclass
@@ -103,6 +104,8 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
     for key, url in (doc.get("links") or {}).items():
         if "TODO" in url:
             at(("links", key), f"links.{key} still contains TODO", "todo", "hint")
+    for path, message in text_problems(doc):
+        at(path, message, "markup")
     defaults = doc.get("defaults") or {}
     seen_ids: dict[str, int] = {}
     for i, sae in enumerate(doc["saes"]):

@@ -8,6 +8,9 @@
 * ``index.md`` — model → releases and SAE counts, linking the pages together;
 * ``catalogue.html`` — every SAE in one page that filters and sorts (catalogue_page.py).
 
+Every value from a release file or the models table goes through markdown_text.py: it is
+shown as text, never rendered as HTML or markdown structure, and links are http(s) only.
+
 Output is deterministic (sorted, no timestamps): the same releases give the same bytes,
 so ``saereg docs --check`` can tell when the committed pages are stale.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from saereg.catalogue.models import get_model
 from saereg.catalogue.records import Release, SAEEntry
+from saereg.publish import markdown_text as md
 from saereg.publish.catalogue_page import PAGE, render
 from saereg.publish.links import NEURONPEDIA, heading_anchor, model_slug
 
@@ -44,12 +48,14 @@ def _cell(value: object) -> str:
         return UNKNOWN
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value).replace("|", "\\|")
+    return md.cell(value)
 
 
 def _row(entry: SAEEntry) -> list[str]:
     np_cell = (
-        f"[{entry.neuronpedia}]({NEURONPEDIA}{entry.neuronpedia})" if entry.neuronpedia else ""
+        md.link(md.cell(entry.neuronpedia), NEURONPEDIA + entry.neuronpedia)
+        if entry.neuronpedia
+        else ""
     )
     return [
         _cell(entry.id),
@@ -66,26 +72,28 @@ def release_section(release: Release, model_link: str | None = None) -> str:
     where = (
         f"https://huggingface.co/{release.repo_id}" if release.repo_id else release.base_url or ""
     )
-    lines = [f"## [{release.name}]({where})", ""]
+    lines = [f"## {md.link(md.text(release.name), where)}", ""]
     if release.repo_id:
-        lines.append(f"- **Huggingface Repo**: {release.repo_id}")
+        lines.append(f"- **Huggingface Repo**: {md.text(release.repo_id)}")
     else:
-        lines.append(f"- **Base URL**: {release.base_url}")
-    model = f"[{release.model}]({model_link})" if model_link else release.model
-    lines.append(f"- **model**: {model}")
+        lines.append(f"- **Base URL**: {md.text(release.base_url)}")
+    model = md.text(release.model)
+    lines.append(f"- **model**: {f'[{model}]({model_link})' if model_link else model}")
+    revision = release.revision or ("not pinned" if release.repo_id else "n/a (URLs)")
     lines.append(
-        f"- **format**: {release.format} · **publisher**: {release.publisher} · "
-        f"**license**: {release.license or UNKNOWN} · **revision**: "
-        f"{release.revision or ('not pinned' if release.repo_id else 'n/a (URLs)')}"
+        f"- **format**: {md.text(release.format)} · **publisher**: {md.text(release.publisher)}"
+        f" · **license**: {md.text(release.license or UNKNOWN)} · **revision**: "
+        f"{md.text(revision)}"
     )
-    lines.append(f'- **Load**: `saereg.load_sae("{release.name}/{release.saes[0].id}")`')
+    load = f'saereg.load_sae("{release.name}/{release.saes[0].id}")'
+    lines.append(f"- **Load**: {md.code(load)}")
     if release.links:
         lines.append("- **Additional Links**:")
         for key in ("model", "dashboards", "publication", "code"):
             if key in release.links:
-                lines.append(f"    - [{key.capitalize()}]({release.links[key]})")
+                lines.append(f"    - {md.link(key.capitalize(), release.links[key])}")
     if release.description:
-        lines += ["", release.description]
+        lines += ["", md.paragraphs(release.description)]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|:--|:--|--:|--:|--:|:--|:--|"]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in release.saes]
     return "\n".join(lines) + "\n"
@@ -133,11 +141,12 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
     for model in models:
         rels = by_model[model]
         names = ", ".join(
-            f"[{r.name}](models/{model_slug(model)}.md#{heading_anchor(r.name)})" for r in rels
+            f"[{md.cell(r.name)}](models/{model_slug(model)}.md#{heading_anchor(r.name)})"
+            for r in rels
         )
         hub, shape = _model_cells(model)
         index.append(
-            f"| [{model}](models/{model_slug(model)}.md) | {hub} | {shape} | {names} | "
+            f"| [{md.cell(model)}](models/{model_slug(model)}.md) | {hub} | {shape} | {names} | "
             f"{sum(len(r.saes) for r in rels)} |"
         )
     pages["index.md"] = "\n".join(index) + "\n"
@@ -145,20 +154,21 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
     for model in models:
         rels = by_model[model]
         body = [
-            f"# {model}",
+            f"# {md.text(model)}",
             "",
             NOTE,
             "",
-            f"{len(rels)} releases, {sum(len(r.saes) for r in rels)} SAEs for **{model}**. "
+            f"{len(rels)} releases, {sum(len(r.saes) for r in rels)} SAEs for "
+            f"**{md.text(model)}**. "
             "[All models](../index.md) · [whole catalogue](../pretrained_saes.md).",
             "",
         ]
         info = get_model(model)
         if info is not None:
             body += [
-                f"- **Hugging Face**: [{info.hub_id}]({info.hub_url}) · **family**: "
-                f"{info.family} · **shape**: {info.shape_text()} "
-                f"([config.json]({info.source}))",
+                f"- **Hugging Face**: {md.link(md.text(info.hub_id), info.hub_url)} · "
+                f"**family**: {md.text(info.family)} · **shape**: {md.text(info.shape_text())} "
+                f"({md.link('config.json', info.source)})",
                 "",
             ]
         body += [release_section(rel) for rel in rels]
@@ -173,7 +183,7 @@ def _model_cells(name: str) -> tuple[str, str]:
     info = get_model(name)
     if info is None:
         return UNKNOWN, UNKNOWN
-    return f"[{info.hub_id}]({info.hub_url})", info.shape_text()
+    return md.link(md.cell(info.hub_id), info.hub_url), md.cell(info.shape_text())
 
 
 def stale_files(pages: Mapping[str, str], out: Path) -> list[str]:

@@ -12,7 +12,8 @@
   (several pairs separated by commas).
 
 Every file's sha256 is recorded (for LFS files in the HF cache, the one the cache names them
-by; other files are hashed); where a release pins a checksum, a mismatch refuses to load.
+by; other files are hashed). A file the release pins a checksum for is hashed from its bytes
+(pins.py: once, then while the file is unchanged), and a mismatch refuses to load.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from saereg.base.errors import SaeregError
 from saereg.base.settings import cache_dir
 from saereg.catalogue.records import Release, SAEEntry
 from saereg.catalogue.release_check import unsafe_path
+from saereg.store.pins import verified_sha256
 from saereg.store.tensors import MAX_HEADER, parse_header
 
 MIRRORS_ENV = "SAEREG_URL_MIRRORS"
@@ -467,6 +469,7 @@ def fetch_files(
     paths: dict[str, Path] = {}
     hashes: dict[str, str] = {}
     resolved: str | None = None
+    pinned = pinned_files(entry, [f.path for f in files])
     for f in files:
         if f.weights and not include_weights:
             continue
@@ -483,7 +486,10 @@ def fetch_files(
                 continue
             resolved = resolved or _commit_of_snapshot(local)
             paths[f.path] = local
-            hashes[f.path] = lfs_sha256(local) or sha256_of(local)
+            if f.path in pinned:  # a pin trusts bytes, never the name the hub gave them
+                hashes[f.path] = verified_sha256(local)
+            else:
+                hashes[f.path] = lfs_sha256(local) or sha256_of(local)
         else:
             url = source_url(release, f.path)
             try:
@@ -493,7 +499,7 @@ def fetch_files(
                     continue
                 raise
             paths[f.path] = local
-            hashes[f.path] = meta["sha256"]
+            hashes[f.path] = verified_sha256(local) if f.path in pinned else meta["sha256"]
     if not release.repo_id and hashes:
         resolved = content_revision(hashes.values())
     verify_checksums(release, entry, hashes, [f.path for f in files])
@@ -512,6 +518,13 @@ def pinned_path(sae_path: str, key: str, candidates: Iterable[str]) -> str | Non
     if base in pool and base.rsplit("/", 1)[-1] == key:
         return base
     return None
+
+
+def pinned_files(entry: SAEEntry, candidates: Iterable[str]) -> set[str]:
+    """The repository paths among `candidates` that the entry's sha256 pins cover."""
+    pool = list(candidates)
+    found = (pinned_path(entry.path, key, pool) for key in entry.sha256 or {})
+    return {path for path in found if path is not None}
 
 
 def verify_checksums(

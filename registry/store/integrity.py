@@ -4,7 +4,8 @@ Two checks, for two costs:
 
 * identity (`verify_canonical(path, expect=...)`), on every load: the header's embedded
   config must parse and name the release, SAE id and revision asked for (and, where the
-  release pins checksums, the publisher files it was converted from must match them).
+  release pins checksums, the publisher files it was converted from must match them; the
+  pinned files an in-place entry reads are checked by their bytes, see pins.py).
   It reads only the header, so a file copied over another SAE's cache entry, or one
   whose header was damaged, is never served.
 * content (`verify_canonical(..., deep=True)`), on request and once right after each
@@ -27,6 +28,7 @@ from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
 from saereg.store.fetch import pinned_path
 from saereg.store.in_place import blob_path, missing_sources, source_files
+from saereg.store.pins import verified_sha256
 from saereg.store.sae_config import SAEConfig
 from saereg.store.tensors import CanonicalFileError
 
@@ -98,6 +100,9 @@ def verify_canonical(
         gone = missing_sources(cfg)
         if gone:
             raise IntegrityError(f"{path}: " + "; ".join(gone))
+        if expect is not None and expect.pins:
+            for problem in pinned_source_problems(cfg, expect):
+                raise PublisherFileChanged(f"{path}: {problem}")
     if deep:
         stored = stored_digest(path)
         if stored is None or stored == PLACEHOLDER:
@@ -114,6 +119,28 @@ def verify_canonical(
         for problem in source_problems(cfg):
             raise PublisherFileChanged(f"{path}: {problem}")
     return cfg
+
+
+def pinned_source_problems(cfg: SAEConfig, expect: Expected) -> list[str]:
+    """In-place entries read publisher files at every load: those a pin covers must
+    still hold the pinned bytes (hashed once, then while the file is unchanged; pins.py)."""
+    problems = []
+    for repo_path, record in source_files(cfg).items():
+        for key, pin in expect.pins.items():
+            if pinned_path(expect.sae_path, key, (repo_path,)) is None:
+                continue
+            blob = blob_path(record)
+            try:
+                digest = verified_sha256(blob)
+            except OSError as exc:
+                problems.append(f"publisher file {repo_path} ({blob}) cannot be read: {exc}")
+                continue
+            if digest != pin:
+                problems.append(
+                    f"publisher file {repo_path} ({blob}) has sha256 {digest}, but the "
+                    f"release pins {pin}"
+                )
+    return problems
 
 
 def source_problems(cfg: SAEConfig) -> list[str]:

@@ -78,23 +78,85 @@ class LazyArray:
     origin: Origin | None = None
 
 
-def parse_header(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """safetensors header bytes (after the 8-byte length) → ({name: info}, metadata)."""
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CanonicalFileError(f"{where}: corrupted safetensors header ({exc})") from None
-    if not isinstance(header, dict):
-        raise CanonicalFileError(f"{where}: corrupted safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _count(values: Any) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+    )
+
+
+def _check_entries(header: Mapping[str, Any], where: str, data_size: int | None) -> None:
+    """The layout rules of the safetensors format, as its reference reader enforces them
+    (and a little stricter): every entry a known dtype, a shape of non-negative integers
+    and two offsets; sorted by offset, the ranges start at 0, follow each other without
+    gap or overlap, each holds exactly shape × dtype bytes, and (when the data size is
+    known) the last ends exactly where the file does."""
+    spans = []
     for name, info in header.items():
         if (
             not isinstance(info, dict)
             or info.get("dtype") not in DTYPES
-            or not isinstance(info.get("shape"), list)
-            or not isinstance(info.get("data_offsets"), list)
+            or not _count(info.get("shape"))
+            or not _count(info.get("data_offsets"))
+            or len(info["data_offsets"]) != 2
         ):
             raise CanonicalFileError(f"{where}: corrupted safetensors header entry {name!r}")
+        start, end = info["data_offsets"]
+        n = DTYPES[info["dtype"]][1]
+        for s in info["shape"]:
+            n *= s
+        if end - start != n:
+            raise CanonicalFileError(
+                f"{where}: corrupted safetensors header: tensor {name!r} ({info['dtype']} "
+                f"{info['shape']}) needs {n} bytes but its offsets span {end - start}"
+            )
+        spans.append((start, end, name))
+    spans.sort()
+    at = 0
+    for start, end, name in spans:
+        if start != at:
+            what = "overlaps the tensor before it" if start < at else "leaves a gap before it"
+            raise CanonicalFileError(
+                f"{where}: corrupted safetensors header: the byte range of tensor {name!r} "
+                f"{what} (offsets {start}..{end}, expected to start at {at})"
+            )
+        at = end
+    if data_size is not None and at != data_size:
+        raise CanonicalFileError(
+            f"{where}: the header describes {at} bytes of tensor data, the file holds "
+            f"{data_size} (truncated, padded, or an interrupted download or copy?)"
+        )
+
+
+def parse_header(
+    raw: bytes, where: str, data_size: int | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """safetensors header bytes (after the 8-byte length) → ({name: info}, metadata).
+
+    Checked at least as strictly as the `safetensors` library does before it maps a file
+    (saereg maps publisher files itself, see in_place.py): JSON object without duplicate
+    keys, string-only metadata, and the layout rules of `_check_entries`. `data_size`
+    is the number of bytes after the header, where known."""
+    try:
+        header = json.loads(raw, object_pairs_hook=_object_without_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CanonicalFileError(f"{where}: corrupted safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CanonicalFileError(f"{where}: corrupted safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CanonicalFileError(
+            f"{where}: corrupted safetensors header (__metadata__ must map strings to strings)"
+        )
+    _check_entries(header, where, data_size)
     return header, metadata
 
 
@@ -110,15 +172,7 @@ def read_header_from(
     raw = fh.read(n)
     if len(raw) != n:
         raise CanonicalFileError(f"{where}: truncated safetensors header")
-    header, metadata = parse_header(raw, where)
-    if file_size is not None:
-        end = max((info["data_offsets"][1] for info in header.values()), default=0)
-        if 8 + n + end > file_size:
-            raise CanonicalFileError(
-                f"{where}: truncated: the header describes {8 + n + end} bytes, the file has "
-                f"{file_size} (an interrupted download or copy?)"
-            )
-    return header, metadata
+    return parse_header(raw, where, None if file_size is None else file_size - 8 - n)
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
