@@ -25,16 +25,24 @@ from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, get_registry
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
-from saereg.store.canonical import canonical_cache_path, read_config, write_canonical
+from saereg.store.canonical import (
+    TargetIsDirectory,
+    canonical_cache_path,
+    read_config,
+    write_canonical,
+)
 from saereg.store.fetch import (
+    FetchError,
     cached_commit,
     hf_cache_dir,
+    offline,
     remote_safetensors_header,
     show_progress,
 )
 from saereg.store.in_place import SourceFileError, plan_in_place
 from saereg.store.integrity import Expected, PublisherFileChanged, verify_canonical
 from saereg.store.local import fetch_files, known_revision, local_root
+from saereg.store.revisions import expand_revision, newest_cached
 from saereg.store.sae_config import ConfigError, SAEConfig
 from saereg.store.tensors import CanonicalFileError, read_header
 
@@ -205,6 +213,7 @@ def _fetch_canonical(
     overrides: Mapping[str, Any],
 ) -> Path:
     release, entry, detected, revision = _resolve(ref, overrides, revision)
+    revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     changed: list[str] = []  # publisher files found damaged: download them again
     if not force:
         hit = _cached_for_hub(release, entry, revision, verify, changed)
@@ -221,7 +230,13 @@ def _fetch_canonical(
         ):
             return cached
     refetch = force or bool(changed)
-    fetched = fetch_files(release, entry, files, revision, force=refetch, quiet=quiet)
+    try:
+        fetched = fetch_files(release, entry, files, revision, force=refetch, quiet=quiet)
+    except FetchError:
+        hit = None if force else _offline_fallback(release, entry, revision, verify)
+        if hit is None:
+            raise
+        return hit
     target = canonical_cache_path(release.name, entry.id, fetched.revision)
     if not refetch and _cache_hit(target, release, entry, fetched.revision, verify, warn=False):
         return target
@@ -238,7 +253,7 @@ def _fetch_canonical(
         write_canonical(target, cfg, tensors, progress=show_progress(quiet))
         if verify and cfg.storage:  # it reads publisher files in place: check those too
             _verify_rebuilt(target, release, entry, fetched.revision)
-    except (CacheError, SourceFileError):
+    except (CacheError, SourceFileError, TargetIsDirectory):
         raise
     except (CanonicalFileError, ConfigError) as exc:
         message = str(exc).replace(str(target), f"the tensors converted from {sources}")
@@ -256,6 +271,20 @@ def _fetch_canonical(
     except Exception as exc:
         raise _unreadable(where, sources, exc) from None
     return target
+
+
+def _offline_fallback(
+    release: Release, entry: SAEEntry, revision: str | None, verify: bool
+) -> Path | None:
+    """Offline, for an unpinned hub release: the newest cached entry that loads without
+    any publisher file missing (see store/revisions.py), or None."""
+    if not (offline() and release.repo_id) or revision or release.revision:
+        return None
+
+    def usable(path: Path, rev: str) -> bool:
+        return _cache_hit(path, release, entry, rev, verify, warn=False)
+
+    return newest_cached(release.name, entry.id, usable)
 
 
 def _verify_rebuilt(path: Path, release: Release, entry: SAEEntry, revision: str | None) -> None:
@@ -367,13 +396,20 @@ def load_config(
     full fetch and conversion. `ref` and `overrides` are as for `load_sae`.
     """
     release, entry, fmt, revision = _lookup(ref, overrides, revision)
+    revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)
     if known is not None:
         cached = canonical_cache_path(release.name, entry.id, known)
         if _cache_hit(cached, release, entry, known, False, warn=False):
             return read_config(cached).replace(storage=None)
-    small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
+    try:
+        small = fetch_files(release, entry, files, revision, quiet=quiet, include_weights=False)
+    except FetchError:
+        hit = _offline_fallback(release, entry, revision, False)
+        if hit is None:
+            raise
+        return read_config(hit).replace(storage=None)
     shapes: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     weights = [f for f in files if f.weights]
     if all(f.path.endswith(".safetensors") for f in weights):

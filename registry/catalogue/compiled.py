@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import ReleaseFileError
+from saereg.base.file_modes import honour_umask
 from saereg.base.settings import cache_dir
 from saereg.catalogue import safeyaml
 
@@ -52,6 +53,7 @@ def write_compiled(target: Path, payload: dict[str, Any]) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        honour_umask(fd)  # readable by the colleagues a shared cache is shared with
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, separators=(",", ":"), default=str)
         os.replace(tmp, target)

@@ -207,7 +207,18 @@ def matching(ref: str, revision: str | None = None) -> list[Entry]:
     current = _current(ref)
     if current is not None:
         names.add("/".join(current))
-    return [e for e in entries() if e.ref in names and (revision is None or e.revision == revision)]
+    return [e for e in entries() if e.ref in names and _same_revision(e.revision, revision)]
+
+
+def _same_revision(have: str, asked: str | None) -> bool:
+    """`asked` is None, the revision, or the short form `ls` prints (7+ hex digits)."""
+    if asked is None or have == asked:
+        return True
+    return (
+        len(asked) >= 7
+        and re.fullmatch(r"[0-9a-f]+", asked) is not None
+        and (have.startswith(asked))
+    )
 
 
 def remove(selected: Iterable[Entry]) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from saereg.base.errors import SaeregError
 from saereg.base.settings import cache_dir
 from saereg.store.digest import DIGEST_KEY, PLACEHOLDER, tensor_digest
 from saereg.store.in_place import referenced_dtypes, referenced_shapes
@@ -86,12 +87,21 @@ def encode_header(
     return struct.pack("<Q", len(raw)) + raw, order
 
 
+class TargetIsDirectory(SaeregError):
+    """A directory stands where saereg must write a file (a cache entry, an export)."""
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; it becomes `target` only on success.
 
     The temporary file stays locked until then, so temporary files of killed writers
     can be told from live ones and are removed here (see tempfiles.py)."""
+    if target.is_dir():
+        raise TargetIsDirectory(
+            f"{target} is a directory, where saereg must write a file; nothing there is "
+            "saereg's: move or remove that directory and retry"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target.parent)
     fd, tmp = create_locked(target)
