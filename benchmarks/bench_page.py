@@ -54,13 +54,15 @@ CHANGES = [
     ("sort by SAE name", "sortBy('ref')"),
     ("next page", "document.getElementById('next').click()"),
     ("last page", "document.getElementById('last').click()"),
-    ("choose model google/gemma-3-27b-pt", "set('model', 'google/gemma-3-27b-pt', 'change')"),
+    ("choose model gemma-3-27b-pt", "set('model', 'gemma-3-27b-pt', 'change')"),
 ]
 
 HELPERS = """
 window.set = (name, value, kind) => {
   const el = document.getElementById('f-' + name);
   el.value = value;
+  // A list without that option would fall back to "any" and time no real change.
+  if (el.value !== value) throw new Error(`f-${name} offers no ${JSON.stringify(value)}`);
   el.dispatchEvent(new Event(kind, {bubbles: true}));
 };
 window.sortBy = (key) => document.querySelector(`th[data-sort="${key}"] button`).click();

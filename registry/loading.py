@@ -39,7 +39,7 @@ from saereg.store.fetch import (
     remote_safetensors_header,
     show_progress,
 )
-from saereg.store.in_place import SourceFileError, plan_in_place
+from saereg.store.in_place import SourceFileError, in_place_enabled, plan_in_place
 from saereg.store.integrity import Expected, PublisherFileChanged, verify_canonical
 from saereg.store.local import fetch_files, known_revision, local_root
 from saereg.store.revisions import expand_revision, newest_cached
@@ -212,6 +212,7 @@ def _fetch_canonical(
     verify: bool,
     overrides: Mapping[str, Any],
 ) -> Path:
+    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
     release, entry, detected, revision = _resolve(ref, overrides, revision)
     revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     changed: list[str] = []  # publisher files found damaged: download them again

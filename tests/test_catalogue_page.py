@@ -216,10 +216,19 @@ def test_filter_state_round_trips_through_the_url(browser: Browser) -> None:
     assert "page=2" in state["hash"]
     assert browser.eval("document.getElementById('f-model').value") == ""
     assert "page 2 of" in browser.eval("document.getElementById('page-label').textContent")
-    # A value no list offers (an old link, a renamed model) is dropped, not "matches nothing".
+    # Any alias of a model selects the model, as `saereg list --model` reads it.
+    open_page(browser, "#model=gpt2")
+    assert browser.eval("document.getElementById('f-model').value") == "gpt2-small"
+    assert shown(browser)["count"] == len(listed("--model", "gpt2"))
+    # A value no list offers (an old link, a typo) is shown as unknown and matches nothing,
+    # never every row while the list says "any".
     open_page(browser, "#model=no-such-model&width=16384")
-    assert shown(browser)["count"] == len(listed("--width", "16k"))
-    assert browser.eval("document.getElementById('f-model').value") == ""
+    assert shown(browser)["count"] == 0
+    assert browser.eval("document.getElementById('f-model').value") == "no-such-model"
+    text = browser.eval("document.getElementById('rows').textContent")
+    assert "unknown model" in text and "no-such-model" in text
+    selected = browser.eval("document.getElementById('f-model').selectedOptions[0].textContent")
+    assert selected == "no-such-model (unknown)"
     assert browser.page_errors() == []
 
 

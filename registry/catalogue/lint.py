@@ -7,6 +7,7 @@ Every problem is reported, not just the first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -214,15 +215,34 @@ def validate_paths(
     }
     for path in targets:
         parsed = read_and_check(path)
-        doc = check_schema(parsed) if parsed.doc is not None else None
-        if doc is not None:
+        before = len(parsed.findings)
+        doc = check_schema(parsed, invalid_too=True) if parsed.doc is not None else None
+        schema_errors = [f for f in parsed.findings[before:] if f.severity == "error"]
+        if doc is not None and not schema_errors:
             lint_release(parsed, doc, formats)
             _cross_file(parsed, doc, names, neuronpedia)
+        elif doc is not None:
+            _lint_despite_schema_errors(parsed, doc, formats, schema_errors)
         result.files.append(str(path))
         result.findings.extend(parsed.findings)
     for table in (t for t in tables if t.is_file()):
         result.findings.extend(check_models_table(table).findings)
     return result
+
+
+def _lint_despite_schema_errors(
+    parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str], errors: list[Finding]
+) -> None:
+    """The reviewer's lints on a file that breaks the schema, so one run reports both.
+    The lints expect a valid document: they stop quietly at the first part whose shape
+    the schema already reported, and say nothing again about a path it reported."""
+    before = len(parsed.findings)
+    with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError, IndexError):
+        lint_release(parsed, doc, formats)
+    reported = {f.json_path for f in errors}
+    linted = parsed.findings[before:]
+    del parsed.findings[before:]
+    parsed.findings.extend(f for f in linted if f.json_path not in reported)
 
 
 def _resolved(path: Path) -> str:

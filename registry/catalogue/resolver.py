@@ -16,6 +16,7 @@ from typing import Any
 
 from saereg.base.errors import UnknownReferenceError
 from saereg.catalogue.index import ROW_FIELDS, load_index
+from saereg.catalogue.list_filters import check_filters, width_value
 from saereg.catalogue.models import hf_hooks, model_matches
 from saereg.catalogue.records import Release, SAEEntry, plain_dict
 from saereg.catalogue.refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
@@ -245,17 +246,22 @@ def list_saes(
     release: str | None = None,
     hook: str | None = None,
     layer: int | None = None,
-    width: int | None = None,
+    width: int | str | None = None,
     format: str | None = None,
 ) -> list[dict[str, Any]]:
     """SAEs of the whole catalogue matching every filter given (globs: `*`, `?`, `[...]`).
 
     `model` is any name of the model (canonical, hub id, alias; case-insensitive) or a
     glob over those names;
-    `width` is d_sae.
+    `width` is d_sae (an int, or '16k' as `saereg list --width` takes it).
+    A model, format, release or hook without glob characters that no release has raises
+    UnknownReferenceError with close matches (list_filters.py), never an empty list.
     """
     index = load_index(release_dirs())
     col = {name: i for i, name in enumerate(ROW_FIELDS)}
+    width = width_value(width)
+    hooks = [r[col["hook_name"]] for r in index.rows] if hook is not None else []
+    check_filters(index.releases, hooks, model=model, release=release, hook=hook, format=format)
     keep_releases = {
         name
         for name, rel in index.releases.items()

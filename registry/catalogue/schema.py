@@ -131,10 +131,12 @@ def _validator(version: int = CURRENT_SCHEMA) -> Any:
     return Draft202012Validator(schema)
 
 
-def check_schema(parsed: ParsedFile) -> dict[str, Any] | None:
+def check_schema(parsed: ParsedFile, *, invalid_too: bool = False) -> dict[str, Any] | None:
     """Migrate and validate `parsed.doc`; findings are appended to `parsed.findings`.
 
-    Returns the migrated document when it is structurally valid, else None.
+    Returns the migrated document when it is structurally valid, else None (with
+    `invalid_too`, also when it migrated but breaks the schema: `validate` lints it too,
+    so one run reports every problem).
     """
     assert parsed.doc is not None
     original_version = parsed.doc.get("schema")
@@ -170,7 +172,7 @@ def check_schema(parsed: ParsedFile) -> dict[str, Any] | None:
         for sub_path, message in _humanize(error):
             full = (*path, *sub_path)
             parsed.findings.append(Finding(parsed.file, parsed.line_of(full), full, message))
-    return None if errors else doc
+    return None if errors and not invalid_too else doc
 
 
 _TYPE_WORDS = {

@@ -28,6 +28,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    for ref in args.refs or ():
+        cache.check_ref(ref)
     rows = [e for ref in args.refs for e in cache.matching(ref)] if args.refs else cache.entries()
     hasher = lru_cache(maxsize=None)(sha256_of)  # a blob several entries read: hashed once
     failed = 0
@@ -80,6 +82,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    cache.check_ref(args.ref)
     selected = cache.matching(args.ref, args.revision)
     if not selected:
         print(

@@ -159,7 +159,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print_json(summary)
         return EXIT_OK
     print(f"{rel.name}  ({rel.format} format, {len(rel.saes)} SAEs)")
-    print(f"  model       {rel.model}" + (f" ({summary['model_hub_id']})" if hub else ""))
+    other = hub if hub and hub.lower() != rel.model.lower() else None  # not the name twice
+    print(f"  model       {rel.model}" + (f" ({other})" if other else ""))
     print(f"  publisher   {rel.publisher}")
     print(f"  location    {rel.location}")
     print(f"  revision    {rel.revision or 'not pinned'}")

@@ -27,6 +27,13 @@ def _all_releases() -> list[Any]:
 
 def cmd_docs(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.check and not out.is_dir():
+        print(
+            f"saereg docs --check: there is no {args.out}/ directory here ({out.resolve()}) to "
+            "compare with; run it in a checkout of saereg, or pass --out DIR",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     pages = docs.generate(_all_releases())
     if args.check:
         stale = docs.stale_files(pages, out)
@@ -51,7 +58,18 @@ def cmd_new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    fmt = get_registry().format(args.format) if args.format else None
+    registry = get_registry()
+    if args.format is not None and args.format not in registry.formats:
+        near = close_matches(args.format, registry.formats)
+        tip = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        print(
+            f"saereg new: unknown format {args.format!r}; {tip}installed formats: "
+            f"{', '.join(sorted(registry.formats))} (`saereg plugins` says which package "
+            "provides each)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    fmt = registry.format(args.format) if args.format else None
     name = args.release or default_release_name(args.repo)
     why = unsafe_release_name(name)
     if why:

@@ -73,7 +73,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             text = decode(path.read_bytes(), str(path))
         except OSError as exc:
             print(f"saereg migrate: {path}: cannot read: {exc.strerror}", file=sys.stderr)
-            status = EXIT_FAILURE
+            missing = isinstance(exc, (FileNotFoundError, IsADirectoryError))
+            status = EXIT_USAGE if missing else max(status, EXIT_FAILURE)
             continue
         doc = load_yaml(text, str(path))
         if not isinstance(doc, dict):

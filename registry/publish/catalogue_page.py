@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
+from saereg.catalogue.models import get_model
 from saereg.catalogue.records import Release, SAEEntry
 from saereg.publish.links import NEURONPEDIA, heading_anchor, model_slug
 
@@ -131,6 +132,7 @@ def page_data(releases: Sequence[Release]) -> dict[str, Any]:
         "neuronpedia": NEURONPEDIA,
         "sites": list(SITES),
         "models": models.values,
+        "aliases": model_aliases(models.values),
         "publishers": publishers.values,
         "formats": formats.values,
         "archs": archs.values,
@@ -138,6 +140,19 @@ def page_data(releases: Sequence[Release]) -> dict[str, Any]:
         "releases": rel_rows,
         "rows": rows,
     }
+
+
+def model_aliases(models: Sequence[str]) -> dict[str, int]:
+    """{alias, lower-cased: index into `models`} for every other name the models table
+    gives a model (hub id, TransformerLens name...), so `#model=gpt2` in a link selects
+    gpt2-small, as `saereg list --model gpt2` does."""
+    out: dict[str, int] = {}
+    for j, name in enumerate(models):
+        info = get_model(name)
+        for alias in info.names if info is not None else ():
+            if alias != name:
+                out.setdefault(alias.lower(), j)
+    return dict(sorted(out.items()))
 
 
 def _embed_json(data: Any) -> str:

@@ -51,7 +51,9 @@ def check_device(device: Any) -> Any:
             f"{str(device)[:50]!r} is not a device; use 'cpu', 'cuda', 'cuda:1', 'mps' or 'meta'"
         ) from None
     if dev.type in ("cpu", "meta"):
-        return dev
+        if dev.index not in (None, 0):
+            raise ArgumentError(f"device {str(dev)!r} does not exist (there is one {dev.type})")
+        return torch.device(dev.type)  # 'cpu:0' is 'cpu' (safetensors only takes the latter)
     backend = getattr(torch, dev.type, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():

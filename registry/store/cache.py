@@ -25,6 +25,7 @@ from urllib.parse import unquote
 
 from saereg.base.errors import SaeregError, UnknownReferenceError
 from saereg.base.settings import cache_dir
+from saereg.catalogue.refs import close_matches
 from saereg.catalogue.resolver import get_release, resolve_entry
 from saereg.store import fetch
 from saereg.store.canonical import read_config
@@ -196,6 +197,28 @@ def unused(all_entries: list[Entry]) -> list[Entry]:
         else:
             out.append(e)
     return out
+
+
+def check_ref(ref: str) -> None:
+    """Raise UnknownReferenceError (exit code 2) when `ref` names nothing: no catalogued
+    SAE, no cached entry (RELEASE/ID as cached, for SAEs the catalogue dropped) and no
+    entry file; with the catalogue's close matches and the cached entries like it."""
+    candidate = Path(ref)
+    if candidate.suffix == ".safetensors" and candidate.is_file():
+        return
+    try:
+        resolve_entry(ref)
+        return
+    except UnknownReferenceError as exc:
+        problem = str(exc)
+    except SaeregError:
+        return  # a release file problem: `matching` still finds entries by name
+    cached = sorted({e.ref for e in entries()})
+    if ref in cached:
+        return
+    near = close_matches(ref, cached)
+    more = f"; cached entries like it: {', '.join(near)}" if near else ""
+    raise UnknownReferenceError(f"{problem}{more}")
 
 
 def matching(ref: str, revision: str | None = None) -> list[Entry]:

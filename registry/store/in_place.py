@@ -28,11 +28,11 @@ Set ``SAEREG_IN_PLACE=0`` to always write self-contained canonical files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saereg.base.settings import in_place
 from saereg.store.fetch import hf_cache_dir
 from saereg.store.tensors import CODE_OF, DTYPES, CanonicalFileError, LazyArray, Origin
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from saereg.store.sae_config import SAEConfig
 
-IN_PLACE_ENV = "SAEREG_IN_PLACE"
 KIND = "in_place"
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
@@ -51,7 +50,8 @@ class SourceFileError(CanonicalFileError):
 
 
 def in_place_enabled() -> bool:
-    return os.environ.get(IN_PLACE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+    """`$SAEREG_IN_PLACE` (0 or 1; anything else raises SettingError)."""
+    return in_place()
 
 
 def _shape_after(shape: tuple[int, ...], ops: Any) -> tuple[int, ...]:

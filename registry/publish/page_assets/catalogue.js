@@ -222,7 +222,7 @@
 
   // ------------------------------------------------------------------ filtering
   var matched = new Int32Array(N), nMatched = 0;
-  var gridCounts = null, gridModel = -1;
+  var gridCounts = null, gridModel = -1, unknownFields = [];
 
   function compute() {
     var s = state;
@@ -235,6 +235,17 @@
     // An empty bound is NaN, and every comparison with NaN is false: an open end.
     var hasL = lmin === lmin || lmax === lmax, hasW = w === w,
       hasL0 = l0min === l0min || l0max === l0max;
+    unknownFields = [["model", model], ["publisher", pub], ["format", fmt], ["arch", arch],
+      ["site", D.sites.some(function (x, j) { return sites[j]; }) ? 0 : -1],
+      ["width", s.width === "" || w === w ? 0 : -1]].filter(function (p) {
+      return s[p[0]] !== "" && p[1] < 0;
+    }).map(function (p) { return p[0]; });
+    if (unknownFields.length) {  // a value that names nothing matches nothing
+      nMatched = 0;
+      gridModel = -1;
+      gridCounts = {};
+      return;
+    }
     var ord = order(s.sort, s.dir), nt = terms.length, texts = nt ? haystack() : null;
     // With a model chosen, the grid counts its SAEs per (layer, width) under every filter
     // but layer and width; without one, it counts the matching SAEs per model.
@@ -303,8 +314,13 @@
     var start = (page - 1) * PAGE_SIZE, end = Math.min(nMatched, start + PAGE_SIZE);
     var out = [];
     for (var k = start; k < end; k++) out.push(rowHtml(matched[k]));
+    var none = unknownFields.length
+      ? "No SAE matches: " + unknownFields.map(function (f) {
+        return "unknown " + f + " \u201c" + state[f] + "\u201d";
+      }).join(", ") + "."
+      : "No SAE matches these filters.";
     tbody.innerHTML = out.length ? out.join("") :
-      '<tr class="empty"><td colspan="9">No SAE matches these filters.</td></tr>';
+      '<tr class="empty"><td colspan="9">' + esc(none) + "</td></tr>";
     $("count").textContent = nMatched === N
       ? "All " + fmtInt(N) + " SAEs"
       : fmtInt(nMatched) + " of " + fmtInt(N) + " SAEs match";
@@ -380,14 +396,28 @@
     grid.innerHTML = html + "</tbody></table>";
   }
 
-  // The form shows the state; a value no list offers (an old or mistyped link) is dropped
-  // rather than matching nothing while the list says "any".
+  // The form shows the state. Any name of a model (gpt2, openai-community/gpt2) selects
+  // the model, as `saereg list --model` does; a value no list offers (an old or mistyped
+  // link) stays, shown as unknown in its list, and matches nothing (see compute), rather
+  // than silently showing every row.
   function syncForm() {
+    if (state.model !== "" && D.models.indexOf(state.model) < 0) {
+      var j = (D.aliases || {})[state.model.toLowerCase()];
+      if (j !== undefined) state.model = D.models[j];
+    }
     FIELDS.forEach(function (f) {
       var el = form.elements[f];
-      if (el.tagName === "SELECT" && !Array.prototype.some.call(el.options, function (o) {
-        return o.value === state[f];
-      })) state[f] = "";
+      if (el.tagName === "SELECT") {
+        var stale = el.querySelector("option[data-unknown]");
+        if (stale && stale.value !== state[f]) stale.remove();
+        if (!Array.prototype.some.call(el.options, function (o) { return o.value === state[f]; })) {
+          var opt = document.createElement("option");
+          opt.value = state[f];
+          opt.textContent = state[f] + " (unknown)";
+          opt.setAttribute("data-unknown", "");
+          el.appendChild(opt);
+        }
+      }
       if (el.value !== state[f]) el.value = state[f];
     });
   }
