@@ -165,8 +165,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  location    {rel.location}")
     print(f"  revision    {rel.revision or 'not pinned'}")
     print(f"  license     {fmt(rel.license)}")
-    for key, url in rel.links.items():
-        print(f"  {key:<11} {url}")
+    for key, url in rel.links.items():  # "model link", not a second "model" line
+        print(f"  {key + ' link':<11} {url}")
     for key, value in rel.defaults.items():
         print(f"  default     {key} = {fmt(value)}")
     print(f"  layers      {fmt(layers) if layers else 'unknown'}")
