@@ -221,6 +221,7 @@ def import_saelens(
     outputs: dict[str, str] = {}
     neuronpedia_seen: dict[str, str] = {}
     completeness: Counter[str] = Counter()
+    built: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = []
 
     for name in sorted(data):
         raw = data[name]
@@ -254,6 +255,9 @@ def import_saelens(
                         f"{name}/{entry['id']}: d_sae {entry.get('d_sae')} is not the last "
                         f"Matryoshka width {MATRYOSHKA_WIDTHS[-1]}; nested widths not recorded"
                     )
+        built.append((name, doc, entries))
+    join_same_files(built, report)
+    for name, doc, entries in built:
         for entry in entries:
             _check_entry(name, entry, neuronpedia_seen, report)
             for f in REQUIRED_SAE_FIELDS:
@@ -415,6 +419,50 @@ def _merge_entry(
     for key in REQUIRED_SAE_FIELDS:
         merged.setdefault(key, None)
     return merged
+
+
+#: Measurements of the files themselves, the same whichever id lists them.
+JOINED_FIELDS = ("l0", "variance_explained")
+
+
+def join_same_files(
+    releases: Sequence[tuple[str, Mapping[str, Any], list[dict[str, Any]]]],
+    report: ImportReport,
+) -> None:
+    """Entries that list the same files (repository and path) under different ids share
+    what was measured on those files: Gemma Scope's "canonical" releases point at one
+    `average_l0_N` folder of the full release, whose entry has the L0 the canonical one
+    lacked, so the catalogue page's L0 filter dropped every canonical SAE. A value is
+    filled in only where the listings agree (or say nothing); a disagreement is reported.
+    Neuronpedia ids are not joined: an id names exactly one SAE of the catalogue."""
+    by_files: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for name, doc, entries in releases:
+        repo = doc.get("repo_id")
+        if not repo:
+            continue
+        for entry in entries:
+            key = (str(repo), str(entry["path"]).strip("/"))
+            by_files.setdefault(key, []).append((name, entry))
+    for (repo, path), group in sorted(by_files.items()):
+        if len(group) < 2:
+            continue
+        for key in JOINED_FIELDS:
+            known = [(n, e) for n, e in group if e.get(key) is not None]
+            values = {e[key] for _, e in known}
+            if len(values) > 1:
+                listed = ", ".join(f"{n}/{e['id']}={e[key]!r}" for n, e in known)
+                report.reported.append(f"{repo}/{path}: {key} differs between {listed}")
+                continue
+            if not known:
+                continue
+            source, first = known[0]
+            for name, entry in group:
+                if entry.get(key) is None:
+                    entry[key] = first[key]
+                    report.repaired.append(
+                        f"{name}/{entry['id']}: {key} {first[key]!r} from {source}/{first['id']}, "
+                        f"which lists the same files ({repo}/{path})"
+                    )
 
 
 def _check_entry(

@@ -165,3 +165,35 @@ def test_validate_reports_lints_and_schema_errors_together(tmp_path) -> None:
         score.check(f"reports {code} in the same run", code in result.out, result.out[-800:])
     score.check("no traceback", "Traceback" not in result.err + result.out)
     score.done()
+
+
+def test_the_same_files_listed_twice_share_their_l0() -> None:
+    """Gemma Scope's canonical entries point at an average_l0_N folder of the full release:
+    the catalogue page's L0 filter must not drop them for want of the value the other
+    listing has (publish/importer.py `join_same_files`)."""
+    from saereg.catalogue.release_dirs import release_dirs
+    from saereg.catalogue.release_files import read_releases
+
+    score = Score("catalogue data")
+    by_files: dict[tuple[str, str], list[tuple[str, object]]] = {}
+    for rel in read_releases(release_dirs()):
+        for e in rel.saes:
+            if rel.repo_id:
+                by_files.setdefault((rel.repo_id, e.path.strip("/")), []).append(
+                    (f"{rel.name}/{e.id}", e.l0)
+                )
+    shared = {k: v for k, v in by_files.items() if len(v) > 1}
+    score.check(
+        "the canonical Gemma Scope entries share files", len(shared) > 100, str(len(shared))
+    )
+    partial = [
+        listed
+        for listed in shared.values()
+        if any(l0 is None for _, l0 in listed) and any(l0 is not None for _, l0 in listed)
+    ]
+    score.check(
+        "l0 is known in every listing of the same files, or in none", not partial, str(partial[:3])
+    )
+    canonical = saereg.list_saes(release="gemma-scope-2b-pt-res-canonical")
+    score.check("canonical SAEs have an L0", all(r["l0"] is not None for r in canonical))
+    score.done()
