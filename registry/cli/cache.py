@@ -137,7 +137,9 @@ def _add_cache(sub: Subparsers, summary: str) -> None:
 
     q = csub.add_parser("rm", help="remove the cached entries of one SAE")
     q.add_argument("ref", help="RELEASE/SAE_ID, a Neuronpedia id, or an entry file")
-    q.add_argument("--revision", help="only the entry of this revision")
+    q.add_argument(
+        "--revision", help="only the entry of this revision (the short form `ls` prints works)"
+    )
     q.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     q.set_defaults(func=cmd_rm)
 

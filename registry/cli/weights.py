@@ -138,7 +138,11 @@ def _add_fetch(sub: Subparsers, summary: str) -> None:
         help="RELEASE/SAE_ID, a Neuronpedia id, hf:ORG/REPO[@REVISION]/PATH, or a local "
         "folder or file (./x, /x, ~/x)",
     )
-    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument(
+        "--revision",
+        help="a branch, tag or commit (or the short commit `saereg cache ls` prints) instead "
+        "of the release's pin",
+    )
     p.add_argument("--force", action="store_true", help="download and convert again")
     p.add_argument(
         "--verify",
@@ -171,7 +175,11 @@ def _add_export(sub: Subparsers, summary: str) -> None:
         "(OUT/HOOKPOINT/cfg.json + sae.safetensors, for SparseCoder.load_from_disk)",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--revision", help="a branch, tag or commit instead of the release's pin")
+    p.add_argument(
+        "--revision",
+        help="a branch, tag or commit (or the short commit `saereg cache ls` prints) instead "
+        "of the release's pin",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_source_options(p)
     p.set_defaults(func=cmd_export)
