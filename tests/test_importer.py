@@ -223,3 +223,43 @@ def test_committed_catalogue_has_the_upstream_counts() -> None:
     assert len(files) == 170
     total = sum(len(yaml.load(p.read_text(), Loader=yaml.CSafeLoader)["saes"]) for p in files)
     assert total == 13857
+
+
+def test_listings_of_the_same_files_share_what_was_measured_on_them() -> None:
+    """Gemma Scope's canonical entries point at a folder of the full release: the l0 one
+    listing has fills the other's gap; a disagreement is reported, never overwritten."""
+    from saereg.publish.importer import ImportReport, join_same_files
+
+    full = [
+        {
+            "id": "layer_1/width_16k/average_l0_80",
+            "path": "layer_1/width_16k/average_l0_80",
+            "l0": 80,
+        },
+        {"id": "layer_2/width_16k/average_l0_9", "path": "layer_2/width_16k/average_l0_9", "l0": 9},
+    ]
+    canonical = [
+        {
+            "id": "layer_1/width_16k/canonical",
+            "path": "layer_1/width_16k/average_l0_80/",
+            "l0": None,
+        },
+        {"id": "layer_2/width_16k/canonical", "path": "layer_2/width_16k/average_l0_9", "l0": 11},
+    ]
+    other_repo = [{"id": "x", "path": "layer_1/width_16k/average_l0_80", "l0": None}]
+    report = ImportReport()
+    join_same_files(
+        [
+            ("full", {"repo_id": "g/s"}, full),
+            ("canonical", {"repo_id": "g/s"}, canonical),
+            ("elsewhere", {"repo_id": "o/r"}, other_repo),
+        ],
+        report,
+    )
+    assert canonical[0]["l0"] == 80
+    assert canonical[1]["l0"] == 11 and full[1]["l0"] == 9  # disagreement: both kept
+    assert other_repo[0]["l0"] is None  # another repository's files are other files
+    assert (
+        len(report.repaired) == 1 and "full/layer_1/width_16k/average_l0_80" in report.repaired[0]
+    )
+    assert len(report.reported) == 1 and "differs" in report.reported[0]
