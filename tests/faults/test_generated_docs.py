@@ -15,6 +15,9 @@ import pytest
 import yaml
 from markdown_it import MarkdownIt
 
+from saereg.catalogue.release_files import read_release_file
+from saereg.publish import docs
+
 from ..browser import INSTALL_HINT, Browser, find_chromium
 from ..publishers import release_yaml
 from .probe import Score, run_cli
@@ -86,8 +89,10 @@ def test_generated_markdown_is_inert_in_chromium(hubenv, tmp_path) -> None:
         pytest.fail(f"the generated-docs test needs a browser: {INSTALL_HINT}", pytrace=False)
     release = hubenv.add_release("hostile-docs", _hostile_release())
     out = tmp_path / "docs"
-    result = run_cli("docs", "--out", str(out))
-    score.check("docs writes the pages", result.rc == 0, result.err)
+    # What `saereg docs` writes, for this release alone (the whole catalogue takes seconds
+    # to render and shows nothing more here).
+    written = docs.write(docs.generate([read_release_file(release)]), out)
+    score.check("docs writes the pages", "pretrained_saes.md" in written, str(written))
     pages = {
         "pretrained_saes.md": out / "pretrained_saes.md",
         "model page": out / "models" / "gpt2-small.md",
@@ -119,7 +124,7 @@ def test_generated_markdown_is_inert_in_chromium(hubenv, tmp_path) -> None:
                     first = value.split("\n")[0][:20]
                     score.check(f"{what}: {field} shown as text", first in body, first)
     # validate names the markup in every text field and every non-http(s) or unsafe link.
-    result = run_cli("validate", str(release), "--no-hints")
+    result = run_cli("validate", str(release), "--no-hints", "--standalone")
     score.check("validate fails the file", result.rc == 1, result.out[-300:])
     for field in [*PAYLOADS, *(f"links.{k}" for k in LINKS), "saes[0].dataset"]:
         shown = re.search(rf"\$\.{re.escape(field)}\b.*(markup|link)", result.out)
