@@ -8,11 +8,15 @@
    header alone: it must stay a header-only cost.
 3. `verify=True` (hashing every tensor byte) against reading every tensor byte with
    safetensors, the least a full check can cost.
+4. A pinned publisher file: hashing its bytes the first time (store/pins.py) against a
+   later load's check in a new process (one stat and the memo file read), beside
+   trusting the blob's name as unpinned files do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -70,6 +74,23 @@ def main() -> None:
         identity = median_seconds(lambda: verify_canonical(digested, expect), args.runs * 20)
         read_all = median_seconds(lambda: load_file(str(digested)), args.runs)
         deep = median_seconds(lambda: verify_canonical(digested, expect, deep=True), args.runs)
+        os.environ["SAEREG_CACHE"] = tmp  # the memo lives beside the cache entries
+        from saereg.store import pins
+        from saereg.store.fetch import lfs_sha256
+
+        def first_check() -> None:
+            (Path(tmp) / pins.MEMO_NAME).unlink(missing_ok=True)
+            pins.forget()
+            pins.verified_sha256(digested)
+
+        def later_load() -> None:
+            pins.forget()  # a new process: nothing in memory, the memo file is read
+            pins.verified_sha256(digested)
+
+        hashed = median_seconds(first_check, args.runs)
+        pins.verified_sha256(digested)
+        remembered = median_seconds(later_load, args.runs * 20)
+        by_name = median_seconds(lambda: lfs_sha256(digested), args.runs * 20)
     print(f"{size_mb:.0f} MB of float32 tensors, median of {args.runs} runs")
     print(
         f"1. write with digest {write_digest:.3f} s vs without {write_plain:.3f} s: "
@@ -81,6 +102,11 @@ def main() -> None:
     )
     print(f"3. verify=True {deep:.3f} s vs reading every tensor {read_all:.3f} s: "
           f"{deep / read_all:.2f}x")  # fmt: skip
+    print(
+        f"4. pinned file: first check (hash) {hashed:.3f} s, later loads {remembered * 1e3:.3f} "
+        f"ms ({hashed / remembered:,.0f}x less); unpinned, trusting the name: "
+        f"{by_name * 1e3:.3f} ms"
+    )
 
 
 if __name__ == "__main__":
