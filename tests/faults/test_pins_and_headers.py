@@ -176,3 +176,38 @@ def test_hostile_safetensors_headers_are_refused(hubenv, monkeypatch, in_place) 
     cached = _entries(hubenv)
     score.check("nothing cached", not cached, str(cached))
     score.done()
+
+
+def test_a_pinned_plain_url_file_is_checked_by_its_bytes(hubenv) -> None:
+    """Plain-URL downloads record the sha256 computed when they were downloaded; a pin
+    checks the bytes on disk now, not that record."""
+    from ..publishers import oai_pt
+
+    score = Score("pins")
+    base = "https://openaipublic.blob.core.windows.net/sparse-autoencoder/pins/"
+    data, _ = oai_pt()
+    evil, _ = oai_pt()
+    hubenv.hub.static["/static/sparse-autoencoder/pins/v5/0.pt"] = data
+    pin = hashlib.sha256(data).hexdigest()
+    saes = [
+        {
+            "id": "blocks.0.hook_resid_post",
+            "path": "v5/0.pt",
+            "hook_name": "blocks.0.hook_resid_post",
+            "hook_layer": 0,
+            "sha256": {"0.pt": pin},
+        }
+    ]
+    defaults = {"normalize_activations": "layer_norm", "context_size": 64}
+    hubenv.add_release("oaipin", release_yaml("oaipin", "oai", saes, base_url=base,
+                                              defaults=defaults))  # fmt: skip
+    ref = "oaipin/blocks.0.hook_resid_post"
+    score.cli("first fetch", "fetch", ref, "--quiet", codes=(0,))
+    [download] = [p for p in (hubenv.cache / "downloads").rglob("0.pt")]
+    download.write_bytes(evil)  # meta.json still records the downloaded bytes' sha256
+    for entry in _entries(hubenv):
+        entry.unlink()
+    result = score.cli("changed download, entry removed", "fetch", ref, "--quiet", codes=(1,))
+    score.check("says the pin does not match", "pins" in result.err, result.err)
+    score.check("nothing cached from it", not _entries(hubenv), str(_entries(hubenv)))
+    score.done()
