@@ -6,6 +6,12 @@ Base releases: folders ``Llama3_1-8B-Base-L{layer}{R|A|M|TC}-{8|32}x`` holding
 Both were trained on dataset-wise normalized activations (normalize_activations
 ``expected_average_only_in``): the canonical SAE scales its input by the release's
 norm_scaling_factor (normalization ``scale``) and reads the publisher's matrices as they are.
+
+Transcoders (``TC``: ``hook_point_in`` blocks.L.ln2.hook_normalized, ``hook_point_out``
+blocks.L.hook_mlp_out) carry two dataset-average norms, ``in`` and ``out``; their
+threshold was computed (lm_saes ``post_process_topk_to_jumprelu_for_inference``) on the
+module lm_saes' ``SparseAutoEncoder.from_config`` builds, so they are converted to exactly
+that module (see `_transcoder_tensors`).
 """
 
 from __future__ import annotations
@@ -167,15 +173,18 @@ class LlamaScopeFormat(Format):
         """Canonical fields and (base releases) the threshold."""
         require(shapes, ("encoder.weight", "encoder.bias", "decoder.weight"), where)
         d_sae, d_in = shapes["encoder.weight"]
+        if base and _is_transcoder(hp):
+            return _transcoder_config(entry, hp, shapes, where), None
+        if _is_transcoder(hp):
+            raise CanonicalFileError(
+                f"{entry.path}: {_R1_CFG} describes a transcoder "
+                f"(hook_point_out={hp.get('hook_point_out')!r}); only the base layout's "
+                f"transcoders ({_HP}) are converted"
+            )
         if shapes["decoder.weight"] != (d_in, d_sae):
             raise CanonicalFileError(
                 f"{where}: decoder.weight has shape "
                 f"{list(shapes['decoder.weight'])}, expected [{d_in}, {d_sae}]"
-            )
-        if hp.get("hook_point_out") not in (None, hp.get("hook_point_in")):
-            raise CanonicalFileError(
-                f"{entry.path}: transcoders (hook_point_out={hp.get('hook_point_out')!r}) are "
-                "not supported by the llama_scope format yet"
             )
         if hp.get("use_glu_encoder"):
             raise CanonicalFileError(f"{entry.path}: GLU encoders are not supported")
@@ -238,6 +247,8 @@ class LlamaScopeFormat(Format):
         arrays = _arrays(local_files[weights])
         shapes = {n: a.shape for n, a in arrays.items()}
         config, threshold = self._config(release, entry, base, hp, shapes, weights)
+        if config.get("transcoder"):
+            return config, _transcoder_tensors(hp, arrays, config)
         d_sae, d_in = shapes["encoder.weight"]
         tensors: dict[str, Any] = {
             "W_enc": as_float32(transposed(arrays["encoder.weight"])),
@@ -254,6 +265,114 @@ class LlamaScopeFormat(Format):
             require(arrays, ("log_jumprelu_threshold",), weights)
             tensors["threshold"] = as_float32(mapped(arrays["log_jumprelu_threshold"], torch.exp))
         return config, tensors
+
+
+def _is_transcoder(hp: Mapping[str, Any]) -> bool:
+    return hp.get("hook_point_out") not in (None, hp.get("hook_point_in"))
+
+
+def _norm_factors(hp: Mapping[str, Any], where: str) -> tuple[float, float]:
+    """lm_saes' dataset-wise factors s = sqrt(d_model) / average norm, for in and out."""
+    avg = hp.get("dataset_average_activation_norm") or {}
+    if hp.get("norm_activation") != "dataset-wise" or "in" not in avg or "out" not in avg:
+        raise CanonicalFileError(
+            f"{where}: a Llama Scope transcoder needs norm_activation 'dataset-wise' and "
+            "dataset_average_activation_norm with 'in' and 'out' "
+            f"(found {hp.get('norm_activation')!r}, {sorted(avg)})"
+        )
+    root = math.sqrt(float(hp["d_model"]))
+    return root / float(avg["in"]), root / float(avg["out"])
+
+
+def _transcoder_config(
+    entry: SAEEntry, hp: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], where: str
+) -> dict[str, Any]:
+    """Canonical fields of a transcoder: JumpReLU, no input normalization (both dataset
+    norms are folded into the weights, see `_transcoder_tensors`)."""
+    d_sae, d_in = shapes["encoder.weight"]
+    d_out = shapes["decoder.weight"][0]
+    if shapes["decoder.weight"] != (d_out, d_sae) or shapes.get("decoder.bias", (d_out,)) != (
+        d_out,
+    ):
+        raise CanonicalFileError(
+            f"{where}: decoder.weight has shape {list(shapes['decoder.weight'])}, "
+            f"expected [d_out, {d_sae}]"
+        )
+    if "decoder.bias" not in shapes or hp.get("use_decoder_bias") is False:
+        raise CanonicalFileError(f"{where}: a Llama Scope transcoder has decoder.bias")
+    if hp.get("apply_decoder_bias_to_pre_encoder"):
+        raise CanonicalFileError(
+            f"{entry.path}/hyperparams.json: apply_decoder_bias_to_pre_encoder is set on a "
+            "transcoder (its decoder bias lives in the output space)"
+        )
+    if hp.get("act_fn") != "jumprelu" or hp.get("jump_relu_threshold") is None:
+        raise CanonicalFileError(
+            f"{entry.path}/hyperparams.json: act_fn {hp.get('act_fn')!r}; only the published "
+            "JumpReLU transcoders (act_fn 'jumprelu' with jump_relu_threshold) are converted"
+        )
+    if "d_model" not in hp:
+        raise CanonicalFileError(f"{entry.path}/hyperparams.json lacks d_model")
+    _norm_factors(hp, f"{entry.path}/hyperparams.json")
+    return {
+        "architecture": "jumprelu",
+        "transcoder": True,
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "d_out": d_out,
+        "apply_b_dec_to_input": False,
+        "normalization": {"kind": "none"},
+        "reshape": "none",
+        "dtype": "float32",
+        "hook_name": entry.hook_name or hp.get("hook_point_in"),
+        "hook_name_out": entry.hook_name_out or hp.get("hook_point_out"),
+        "folded": [
+            "dataset-wise input norm sqrt(d_model)/in into W_enc, b_enc",
+            "dataset-wise output norm sqrt(d_model)/out into W_dec, b_dec",
+            "decoder norms into W_enc, b_enc (unit-norm W_dec rows)",
+        ],
+    }
+
+
+def _transcoder_tensors(
+    hp: Mapping[str, Any], arrays: Mapping[str, Any], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The module lm_saes' `SparseAutoEncoder.from_config` builds from these files
+    (src/lm_saes/sae.py, OpenMOSS/Language-Model-SAEs@fdd5a4dd), in canonical form.
+
+    Trained math, s_in = sqrt(d)/avg_in and s_out = sqrt(d)/avg_out:
+    z = (s_in·x) @ encᵀ + b_enc, y = (topk(z) @ decᵀ + b_dec) / s_out. At load, lm_saes
+    (1) `standardize_parameters_of_dataset_activation_scaling`: b_enc /= s_in,
+    b_dec /= s_out, dec *= s_in/s_out (norm_activation becomes 'inference'), then
+    (2) `transform_to_unit_decoder_norm` with n_i = ‖dec[:, i]‖ after (1): dec[:, i] /= n_i,
+    enc[i] *= n_i, b_enc[i] *= n_i; the published scalar jump_relu_threshold θ applies to
+    that pre-activation (`post_process_topk_to_jumprelu_for_inference` computed it there).
+
+    The canonical module has one constant input scale that it also undoes on the output,
+    so an input scale and a different output scale cannot both be expressed: both are
+    folded into the weights here, exactly as lm_saes folds them (normalization 'none').
+    A latent whose decoder column is all zeros (n_i = 0; lm_saes would divide by zero)
+    gets zero encoder and decoder weights: it never fires, as its output is zero anyway.
+    """
+    import torch  # deferred: torch
+
+    s_in, s_out = _norm_factors(hp, "hyperparams.json")
+    enc = torch.as_tensor(arrays["encoder.weight"].load()).double()  # [d_sae, d_in]
+    b_enc = torch.as_tensor(arrays["encoder.bias"].load()).double()
+    dec = torch.as_tensor(arrays["decoder.weight"].load()).double()  # [d_out, d_sae]
+    b_dec = torch.as_tensor(arrays["decoder.bias"].load()).double()
+    dec = dec * (s_in / s_out)
+    n = dec.norm(dim=0)  # [d_sae]
+    alive = n > 0
+    inv = torch.where(alive, 1.0 / torch.where(alive, n, 1.0), 0.0)
+    return {
+        "W_enc": (enc * n[:, None]).T.contiguous().float(),
+        "b_enc": (b_enc / s_in * n).float(),
+        "W_dec": (dec * inv).T.contiguous().float(),
+        "b_dec": (b_dec / s_out).float(),
+        "threshold": torch.full(
+            (config["d_sae"],), float(hp["jump_relu_threshold"]), dtype=torch.float32
+        ),
+    }
 
 
 @hookimpl

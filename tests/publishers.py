@@ -227,7 +227,10 @@ def llama_scope_folder(
     jrt: float = 0.2,
     avg_norm: float = 3.0,
     site_hook: str = "blocks.5.hook_resid_post",
+    out_hook: str | None = None,
+    avg_norm_out: float | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """A base Llama Scope folder; with `out_hook` and `avg_norm_out`, a transcoder."""
     d_sae = d_model * factor
     t = {
         "encoder.weight": rand(d_sae, d_model, dtype=torch.bfloat16),
@@ -239,11 +242,15 @@ def llama_scope_folder(
         "d_model": d_model,
         "d_sae": d_sae,
         "hook_point_in": site_hook,
-        "hook_point_out": site_hook,
+        "hook_point_out": out_hook or site_hook,
         "act_fn": "jumprelu",
         "jump_relu_threshold": jrt,
         "norm_activation": "dataset-wise",
-        "dataset_average_activation_norm": {"in": avg_norm, "out": avg_norm},
+        "dataset_average_activation_norm": {
+            "in": avg_norm,
+            "out": avg_norm if avg_norm_out is None else avg_norm_out,
+        },
+        "sparsity_include_decoder_norm": True,
         "apply_decoder_bias_to_pre_encoder": False,
         "use_decoder_bias": True,
         "top_k": 4,
@@ -253,7 +260,7 @@ def llama_scope_folder(
         f"{folder}/lm_config.json": b"{}",
         f"{folder}/checkpoints/final.safetensors": st_save(t),
     }
-    return files, {"tensors": t, "jrt": jrt, "s": d_model**0.5 / avg_norm}
+    return files, {"tensors": t, "jrt": jrt, "s": d_model**0.5 / avg_norm, "hp": hp}
 
 
 def llama_scope_reference(
@@ -264,6 +271,31 @@ def llama_scope_reference(
     h = (s_y * x.double()) @ t["encoder.weight"].T + t["encoder.bias"]
     f = torch.relu(h) * (h > ref["jrt"] * ref["s"]).double()
     return f, (f @ t["decoder.weight"].T + t["decoder.bias"]) / s_y
+
+
+def llama_scope_lm_saes_reference(
+    ref: dict[str, Any], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What lm_saes' `SparseAutoEncoder.from_config` (src/lm_saes/sae.py,
+    OpenMOSS/Language-Model-SAEs@fdd5a4dd) computes, step by step: the state dict is
+    standardized (`standardize_parameters_of_dataset_activation_scaling`), then made
+    unit-decoder-norm (`transform_to_unit_decoder_norm`, sparsity_include_decoder_norm);
+    encode is `hidden_pre.where(hidden_pre > jump_relu_threshold, 0)` on the raw input
+    (norm_activation is 'inference' after loading), decode is the decoder Linear."""
+    hp = ref["hp"]
+    sd = {n: v.double() for n, v in ref["tensors"].items()}
+    s_in = hp["d_model"] ** 0.5 / hp["dataset_average_activation_norm"]["in"]
+    s_out = hp["d_model"] ** 0.5 / hp["dataset_average_activation_norm"]["out"]
+    sd["encoder.bias"] = sd["encoder.bias"] / s_in
+    sd["decoder.bias"] = sd["decoder.bias"] / s_out
+    sd["decoder.weight"] = sd["decoder.weight"] * s_in / s_out
+    norm = torch.norm(sd["decoder.weight"], p=2, dim=0)
+    sd["decoder.weight"] = sd["decoder.weight"] / norm
+    sd["encoder.weight"] = sd["encoder.weight"] * norm[:, None]
+    sd["encoder.bias"] = sd["encoder.bias"] * norm
+    hidden_pre = x.double() @ sd["encoder.weight"].T + sd["encoder.bias"]
+    f = hidden_pre.where(hidden_pre > hp["jump_relu_threshold"], 0)
+    return f, f @ sd["decoder.weight"].T + sd["decoder.bias"]
 
 
 # --------------------------------------------------------------------------- OpenAI

@@ -1,11 +1,17 @@
-"""Llama Scope (hyperparams.json + checkpoints/final.safetensors) and its R1-distill
-sibling (config.json + sae_weights.safetensors); dataset-norm factors folded."""
+"""Llama Scope (hyperparams.json + checkpoints/final.safetensors), its transcoders (the
+same layout, with separate input and output dataset norms) and its R1-distill sibling
+(config.json + sae_weights.safetensors); dataset-norm factors folded."""
 
 from __future__ import annotations
 
 import torch
 
-from ..publishers import llama_scope_folder, llama_scope_reference, rand
+from ..publishers import (
+    llama_scope_folder,
+    llama_scope_lm_saes_reference,
+    llama_scope_reference,
+    rand,
+)
 from ._case import LayoutCase, Reference
 from ._util import json_bytes, same, st_save
 
@@ -30,6 +36,49 @@ def _base() -> LayoutCase:
         reference=lambda x: same(*llama_scope_reference(raw, x, s)),
         repo_id="fnlp/Llama3_1-8B-Base-LXR-8x",
         atol=1e-4,  # the published weights are bfloat16
+    )
+
+
+def _transcoder() -> LayoutCase:
+    """LXTC: ln2.hook_normalized → hook_mlp_out, in ≠ out norms (as published: e.g.
+    64.0 and 6.09375 for L19TC-8x); compared with lm_saes' own loading math."""
+    folder = "Llama3_1-8B-Base-L3TC-8x"
+    files, raw = llama_scope_folder(
+        folder,
+        d_model=8,
+        factor=3,
+        jrt=0.05,
+        avg_norm=6.0,
+        avg_norm_out=0.7,
+        site_hook="blocks.3.ln2.hook_normalized",
+        out_hook="blocks.3.hook_mlp_out",
+    )
+
+    def check(sae: object) -> None:
+        cfg = sae.cfg  # type: ignore[attr-defined]
+        assert cfg.transcoder and cfg.d_out == 8
+        assert cfg.hook_name_out == "blocks.3.hook_mlp_out"
+        assert cfg.normalization == {"kind": "none"}
+
+    return LayoutCase(
+        format="llama_scope",
+        name="transcoder",
+        files=files,
+        sae={
+            "id": "l3tc_8x",
+            "path": folder,
+            "hook_name": "blocks.3.ln2.hook_normalized",
+            "hook_name_out": "blocks.3.hook_mlp_out",
+            "hook_layer": 3,
+            "architecture": "jumprelu_transcoder",
+            "d_out": 8,
+            "normalize_activations": "expected_average_only_in",
+        },
+        input_shape=(5, 8),
+        reference=lambda x: same(*llama_scope_lm_saes_reference(raw, x)),
+        repo_id="OpenMOSS-Team/Llama3_1-8B-Base-LXTC-8x",
+        atol=1e-4,
+        check=check,
     )
 
 
@@ -74,4 +123,4 @@ def _r1() -> LayoutCase:
     )
 
 
-CASES = [_base(), _r1()]
+CASES = [_base(), _transcoder(), _r1()]
