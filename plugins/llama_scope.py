@@ -68,6 +68,8 @@ class LlamaScopeFormat(Format):
                     hook_name_out=f"blocks.{layer}.hook_mlp_out",
                     architecture="jumprelu_transcoder",
                     d_out=_D_MODEL,
+                    # both dataset-wise norms are folded into the weights at conversion
+                    normalize_activations="none",
                 )
             else:
                 out["hook_name"] = f"blocks.{layer}.{_SITE_HOOK[site]}"

@@ -141,7 +141,11 @@ def test_llama_scope() -> None:
     attn = describe("llama_scope", "fnlp/Llama3_1-8B-Base-LXA-32x", "Llama3_1-8B-Base-L0A-32x")
     assert (attn["hook_name"], attn["d_sae"]) == ("blocks.0.hook_attn_out", 131072)
     tc = describe("llama_scope", "fnlp/Llama3_1-8B-Base-LXTC-8x", "Llama3_1-8B-Base-L19TC-8x")
-    assert tc["hook_name_out"] == "blocks.19.hook_mlp_out"
+    assert (tc["hook_name"], tc["hook_name_out"]) == (
+        "blocks.19.ln2.hook_normalized",
+        "blocks.19.hook_mlp_out",
+    )
+    assert tc["normalize_activations"] == "none"  # both dataset norms folded at conversion
     r1 = describe(
         "llama_scope", "fnlp/Llama-Scope-R1-Distill", "800M-Slimpajama-0-OpenR1-Math-220k/L7R"
     )

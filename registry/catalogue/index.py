@@ -2,7 +2,7 @@
 
 `list`, Neuronpedia-id lookups and did-you-mean suggestions need the whole catalogue;
 parsing 170 YAML files each time costs about a second, so the parsed rows are kept in
-``$SAEREG_CACHE/index/catalog-v1.json``. The index carries a fingerprint of the release
+``$SAEREG_CACHE/index/catalog-v2.json``. The index carries a fingerprint of the release
 files it was built from (name, size, mtime) and is rebuilt only when one changes.
 """
 
@@ -23,7 +23,7 @@ from saereg.catalogue.release_dirs import (
 )
 from saereg.catalogue.release_files import read_releases
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: Catalogue problems shown as warnings each time the index is used; the rest are counted.
 SHOWN_PROBLEMS = 5
 
@@ -48,6 +48,7 @@ RELEASE_FIELDS = (
     "publisher",
     "model",
     "repo_id",
+    "repo_aliases",
     "base_url",
     "file",
     "n_saes",
@@ -81,6 +82,15 @@ class CatalogIndex:
         for r in self.rows:
             if r[col]:
                 out.setdefault(r[col], (r[0], r[1]))
+        return out
+
+    def repo_names(self) -> dict[str, str]:
+        """Every name a release's repository answers to (its repo_id and its former names,
+        `repo_aliases`) → that repo_id."""
+        out = {rel["repo_id"]: rel["repo_id"] for rel in self.releases.values() if rel["repo_id"]}
+        for rel in self.releases.values():  # a current name is never taken over by an alias
+            for alias in (rel.get("repo_aliases") or ()) if rel["repo_id"] else ():
+                out.setdefault(alias, rel["repo_id"])
         return out
 
     def records(self, rows: Sequence[list[Any]] | None = None) -> list[dict[str, Any]]:
@@ -132,6 +142,7 @@ def build_index(dirs: Sequence[Path]) -> CatalogIndex:
             "publisher": rel.publisher,
             "model": rel.model,
             "repo_id": rel.repo_id,
+            "repo_aliases": list(rel.repo_aliases),
             "base_url": rel.base_url,
             "file": rel.source_file,
             "n_saes": len(rel.saes),

@@ -99,6 +99,15 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
             "unpinned-revision",
             "hint",
         )
+    for i, alias in enumerate(doc.get("repo_aliases") or ()):
+        if not doc.get("repo_id") or alias == doc["repo_id"]:
+            at(
+                ("repo_aliases", i),
+                f"repo_aliases[{i}] {alias!r} "
+                + ("is repo_id itself" if doc.get("repo_id") else "needs a repo_id to stand for")
+                + "; list only former names of repo_id",
+                "repo-alias",
+            )
     for key in ("model", "publisher"):
         if str(doc.get(key, "")).startswith("TODO"):
             at((key,), f"{key} is still the TODO placeholder from `saereg new`", "todo", "hint")

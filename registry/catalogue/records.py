@@ -85,6 +85,8 @@ class Release:
     saes: tuple[SAEEntry, ...]
     repo_id: str | None = None
     base_url: str | None = None
+    # Former names of repo_id (a repository that moved): hf: references with them resolve here.
+    repo_aliases: tuple[str, ...] = ()
     license: str | None = None
     description: str | None = None
     links: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

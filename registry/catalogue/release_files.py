@@ -64,6 +64,7 @@ def release_from_doc(doc: dict[str, Any], source_file: str | None = None) -> Rel
             saes=tuple(saes),
             repo_id=doc.get("repo_id"),
             base_url=doc.get("base_url"),
+            repo_aliases=tuple(doc.get("repo_aliases") or ()),
             license=doc.get("license"),
             description=doc.get("description"),
             links=MappingProxyType(dict(doc.get("links") or {})),

@@ -208,6 +208,8 @@ def _resolve_via_index(text: str, could_be_neuronpedia: bool) -> tuple[Release, 
 
 def _resolve_hf(repo_id: str, path: str) -> tuple[Release, SAEEntry]:
     index = load_index(release_dirs())
+    # A repository that moved (fnlp/… → OpenMOSS-Team/…): its former name means the new one.
+    repo_id = index.repo_names().get(repo_id, repo_id)
     in_repo = [rec for rec in index.records() if rec["repo_id"] == repo_id]
     matches = [rec for rec in in_repo if rec["path"].strip("/") == path]
     if not matches:

@@ -142,6 +142,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "model": rel.model,
         "model_hub_id": hub,
         "repo_id": rel.repo_id,
+        "repo_aliases": list(rel.repo_aliases),
         "base_url": rel.base_url,
         "revision": rel.revision,
         "license": rel.license,
@@ -163,6 +164,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model       {rel.model}" + (f" ({other})" if other else ""))
     print(f"  publisher   {rel.publisher}")
     print(f"  location    {rel.location}")
+    if rel.repo_aliases:
+        print(f"  formerly    {', '.join(rel.repo_aliases)}")
     print(f"  revision    {rel.revision or 'not pinned'}")
     print(f"  license     {fmt(rel.license)}")
     for key, url in rel.links.items():  # "model link", not a second "model" line

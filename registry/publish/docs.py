@@ -75,6 +75,9 @@ def release_section(release: Release, model_link: str | None = None) -> str:
     lines = [f"## {md.link(md.text(release.name), where)}", ""]
     if release.repo_id:
         lines.append(f"- **Huggingface Repo**: {md.text(release.repo_id)}")
+        if release.repo_aliases:
+            former = ", ".join(md.code(a) for a in release.repo_aliases)
+            lines.append(f"- **Formerly**: {former} (`hf:` references with them resolve here)")
     else:
         lines.append(f"- **Base URL**: {md.text(release.base_url)}")
     model = md.text(release.model)

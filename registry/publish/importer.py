@@ -50,15 +50,24 @@ PUBLISHERS = {
     "google": "Google DeepMind",
     "jbloom": "Joseph Bloom",
     "fnlp": "OpenMOSS",
+    "OpenMOSS-Team": "OpenMOSS",
     "Goodfire": "Goodfire",
     "Qwen": "Qwen",
 }
+
+#: Hugging Face accounts renamed since SAELens recorded them: their repositories now live
+#: under the new account (the hub redirects the old names), which the release files use,
+#: keeping the old names as repo_aliases. fnlp → OpenMOSS-Team: the same repositories,
+#: folders and commits are served at https://huggingface.co/OpenMOSS-Team/Llama3_1-8B-Base-LXR-8x.
+MOVED_ACCOUNTS = {"fnlp": "OpenMOSS-Team"}
 
 #: Licenses stated on the publishers' model cards.
 LICENSES = {
     "google/gemma-scope-": "cc-by-4.0",
     "Goodfire/Llama-3.1-": "llama3.1",
     "Goodfire/Llama-3.3-": "llama3.3",
+    # The Llama Scope front page (https://huggingface.co/fnlp/Llama-Scope, README metadata).
+    "OpenMOSS-Team/Llama3_1-8B-Base-": "apache-2.0",
 }
 
 #: Nested widths of chanind's Matryoshka releases (model card: "Matryoshka layers of width
@@ -195,6 +204,14 @@ def _format_name(release_name: str, raw: Mapping[str, Any]) -> str:
     return fmt
 
 
+def _moved(repo_id: str) -> tuple[str, list[str]]:
+    """The repository's current name and its former names (`MOVED_ACCOUNTS`)."""
+    account, _, rest = repo_id.partition("/")
+    if account in MOVED_ACCOUNTS and rest:
+        return f"{MOVED_ACCOUNTS[account]}/{rest}", [repo_id]
+    return repo_id, []
+
+
 def _publisher(repo_id: str) -> str:
     account = repo_id.split("/", 1)[0]
     return PUBLISHERS.get(account, account)
@@ -276,7 +293,7 @@ def import_saelens(
 def _release_header(
     name: str, raw: Mapping[str, Any], fmt_name: str, report: ImportReport
 ) -> dict[str, Any]:
-    repo_id = raw["repo_id"]
+    repo_id, former = _moved(raw["repo_id"])
     model = raw["model"]
     # Gemma Scope -it repositories hold SAEs of the instruction-tuned model; one release
     # names the base model instead.
@@ -295,6 +312,7 @@ def _release_header(
         "publisher": _publisher(repo_id),
         "model": model,
         "repo_id": repo_id,
+        **({"repo_aliases": former} if former else {}),
         "revision": None,
         "license": _license(repo_id),
     }
