@@ -35,6 +35,10 @@ _LAZY = {
     "load_sae": "saereg.loading",
     "load_config": "saereg.loading",
     "fetch_canonical": "saereg.loading",
+    "load_dictionary": "saereg.loading_layers",
+    "CrossLayerTranscoder": "saereg.sae.clt",
+    "TranscoderSet": "saereg.sae.transcoder_set",
+    "SparseLatents": "saereg.sae.latents",
     "SAE": "saereg.sae.module",
     "NormState": "saereg.sae.module",
     "attach": "saereg.sae.attach",
@@ -55,6 +59,7 @@ __all__ = [
     "SAE",
     "AttachError",
     "Attachment",
+    "CrossLayerTranscoder",
     "Format",
     "LazyArray",
     "ModelInfo",
@@ -67,6 +72,8 @@ __all__ = [
     "SAEConfig",
     "SAEEntry",
     "SaeregError",
+    "SparseLatents",
+    "TranscoderSet",
     "UnknownReferenceError",
     "__version__",
     "attach",
@@ -77,6 +84,7 @@ __all__ = [
     "hookimpl",
     "list_saes",
     "load_config",
+    "load_dictionary",
     "load_sae",
     "resolve",
 ]
@@ -89,8 +97,12 @@ if TYPE_CHECKING:
     from saereg.catalogue.resolver import ResolvedSAE, get_release, list_saes, resolve
     from saereg.formats import Format, RemoteFile, hookimpl
     from saereg.loading import fetch_canonical, load_config, load_sae
+    from saereg.loading_layers import load_dictionary
     from saereg.sae.attach import AttachError, Attachment, attach
+    from saereg.sae.clt import CrossLayerTranscoder
+    from saereg.sae.latents import SparseLatents
     from saereg.sae.module import SAE, NormState
+    from saereg.sae.transcoder_set import TranscoderSet
     from saereg.store.sae_config import SAEConfig
     from saereg.store.tensors import LazyArray
 

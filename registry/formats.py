@@ -69,6 +69,7 @@ __all__ = [
     "Format",
     "LazyArray",
     "Match",
+    "MultiLayerFormat",
     "Origin",
     "ReadSmall",
     "Release",
@@ -218,6 +219,55 @@ class Format:
         the user passes, such as hook_name or k).
         """
         return None
+
+
+class MultiLayerFormat(Format):
+    """A format whose entries are multi-layer dictionaries (cross-layer transcoders,
+    transcoder sets), stored and loaded one source layer at a time.
+
+    `kind` is ``clt`` or ``transcoder_set``. `files` names the small files that describe
+    the whole dictionary (a ``config.yaml``); the core fetches them first and hands them
+    to `n_layers`, `layer_files` and `convert_layer`, so that loading one layer
+    downloads and reads only that layer's files. `convert_layer` returns the canonical
+    layer config (kind, layer, n_layers, architecture, k, d_in, d_sae, d_out,
+    hook_names, hook_names_out, dtype) and the canonical tensors of one layer, named as
+    schemas/dictionary.v1.json says.
+    """
+
+    kind: str = "clt"
+
+    @property
+    def loads(self) -> bool:
+        cls = type(self)
+        return cls.layer_files is not MultiLayerFormat.layer_files and (
+            cls.convert_layer is not MultiLayerFormat.convert_layer
+        )
+
+    def n_layers(self, release: Release, entry: SAEEntry, small_files: Mapping[str, Path]) -> int:
+        """How many layers the dictionary has, from its small files (or the catalogue)."""
+        if entry.n_layers is None:
+            raise CanonicalFileError(
+                f"{release.name}/{entry.id}: the release does not say n_layers, and "
+                f"format {self.name!r} cannot tell from the files"
+            )
+        return entry.n_layers
+
+    def layer_files(
+        self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]
+    ) -> Sequence[RemoteFile]:
+        """The files one layer needs, besides the small files."""
+        raise NotImplementedError(f"format {self.name!r} cannot download layers")
+
+    def convert_layer(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        layer: int,
+        n_layers: int,
+        local_files: Mapping[str, Path],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One layer's files (and the small files) → (layer config dict, tensors)."""
+        raise NotImplementedError(f"format {self.name!r} cannot convert layers")
 
 
 class Registry:

@@ -11,18 +11,19 @@ from __future__ import annotations
 import errno
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import ArgumentError, CacheWarning, SaeregError, UnknownReferenceError
 from saereg.base.version import __version__
 from saereg.catalogue.models import hf_hooks
-from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.records import DICTIONARY_KINDS, Release, SAEEntry
 from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
 from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, get_registry
+from saereg.loading_layers import DictionaryError, load_dictionary
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import (
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import torch
 
     from saereg.sae.module import SAE
+    from saereg.sae.multilayer import MultiLayerDictionary
 
 
 class ConversionError(SaeregError):
@@ -347,6 +349,18 @@ def _cache_hit(
     return True
 
 
+def _catalogued_kind(ref: str | os.PathLike[str]) -> str | None:
+    """The kind of the catalogue entry `ref` names; None for a path or a reference the
+    catalogue does not list (those are read by detection)."""
+    if is_path_reference(ref):
+        return None
+    try:
+        _, entry = resolve_entry(str(ref))
+    except UnknownReferenceError:
+        return None
+    return entry.resolved_kind
+
+
 def load_sae(
     ref: str | os.PathLike[str],
     *,
@@ -356,8 +370,9 @@ def load_sae(
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    layers: Iterable[int] | int | None = None,
     **overrides: Any,
-) -> SAE:
+) -> SAE | MultiLayerDictionary:
     """Load an SAE as a canonical `SAE` module on `device` in `dtype`.
 
     `ref` is a catalogue reference (``RELEASE/SAE_ID``, a Neuronpedia id,
@@ -373,10 +388,31 @@ def load_sae(
     read the cached canonical file directly onto the device (a local folder is
     converted again when a file it reads changes). `verify` also checks the cached
     tensor bytes against the digest in the file (a full read).
+
+    A multi-layer dictionary (kind clt, transcoder_set or crosscoder in `saereg list`)
+    comes back as its multi-layer module (`CrossLayerTranscoder`, `TranscoderSet`,
+    `Crosscoder`; see `load_dictionary`), all layers or only `layers`, each fetched and
+    cached on its own.
     """
     from saereg.sae.module import SAE  # torch: imported only when a module is built
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
+    kind = _catalogued_kind(ref)
+    if kind in DICTIONARY_KINDS:
+        return load_dictionary(
+            str(ref),
+            layers=layers,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            force=force,
+            quiet=quiet,
+        )
+    if layers is not None:
+        raise DictionaryError(
+            f"{ref} is a single {kind or 'SAE'}; layers= selects layers of a "
+            "multi-layer dictionary (kind clt or transcoder_set)"
+        )
     path = fetch_canonical(
         ref, revision=revision, force=force, quiet=quiet, verify=verify, **overrides
     )

@@ -21,7 +21,22 @@ INHERITABLE = (
     "nested_widths",
     "dataset",
     "hook_name_out",
+    "kind",
+    "n_layers",
 )
+
+#: What an entry is: a single-hook SAE or transcoder, or a multi-layer dictionary.
+KINDS = ("sae", "transcoder", "clt", "transcoder_set", "crosscoder")
+#: The kinds `load_sae` returns as multi-layer objects (saereg.sae.clt, transcoder_set).
+DICTIONARY_KINDS = ("clt", "transcoder_set", "crosscoder")
+#: How each kind is shown (saereg list, docs, the catalogue page).
+KIND_LABELS = {
+    "sae": "SAE",
+    "transcoder": "transcoder",
+    "clt": "CLT",
+    "transcoder_set": "transcoder set",
+    "crosscoder": "crosscoder",
+}
 
 
 #: Fields every SAE must state (in the entry or through defaults), even if only as null.
@@ -65,12 +80,27 @@ class SAEEntry:
     variance_explained: float | None = None
     norm_scaling_factor: float | None = None
     sha256: Mapping[str, str] | None = None
+    #: None: "sae", or "transcoder" for a transcoder architecture (see `kind_of`).
+    kind: str | None = None
+    #: Multi-layer dictionaries: how many layers (hook_name is layer 0's input site).
+    n_layers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return plain_dict(self)
 
+    @property
+    def resolved_kind(self) -> str:
+        return kind_of(self.kind, self.architecture)
+
 
 SAE_FIELDS = tuple(f.name for f in fields(SAEEntry))
+
+
+def kind_of(kind: str | None, architecture: str | None) -> str:
+    """An entry's kind: the one it states, else what its architecture says."""
+    if kind:
+        return kind
+    return "transcoder" if architecture and "transcoder" in architecture else "sae"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,238 @@
+"""reference → multi-layer dictionary, one layer at a time.
+
+A cross-layer transcoder or transcoder set is fetched, converted and cached per source
+layer (saereg.store.layer_config): the small files describing the whole dictionary (a
+``config.yaml``) first, then, for each layer asked for, only that layer's publisher
+files. Each layer becomes its own canonical file keyed by release, SAE id, layer and
+revision, in place on the publisher's safetensors where the conversion only takes views.
+When the revision is known locally and every asked-for layer is cached, loading makes
+no network call and reads nothing but those layers' headers until the tensors are used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from saereg.base.errors import CacheWarning, SaeregError
+from saereg.base.version import __version__
+from saereg.catalogue.models import hf_hooks
+from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.resolver import resolve_entry
+from saereg.formats import MultiLayerFormat, get_registry
+from saereg.sae.arguments import check_device, check_dtype
+from saereg.store.cache import mark_used
+from saereg.store.canonical import canonical_cache_path
+from saereg.store.fetch import fetch_files, known_revision, show_progress
+from saereg.store.in_place import missing_sources, plan_in_place
+from saereg.store.layer_config import (
+    LAYERED_KINDS,
+    LayerConfig,
+    read_layer_config,
+    write_layer,
+)
+from saereg.store.sae_config import ConfigError
+from saereg.store.tensors import CanonicalFileError
+
+if TYPE_CHECKING:
+    import torch
+
+    from saereg.sae.multilayer import MultiLayerDictionary
+
+
+class DictionaryError(SaeregError):
+    """A multi-layer dictionary cannot be loaded as asked (not one, or no such layers)."""
+
+
+def layer_id(entry: SAEEntry, layer: int) -> str:
+    """The cache key of one layer of a dictionary entry."""
+    return f"{entry.id}/layer_{layer}"
+
+
+def check_layers(layers: Iterable[int] | None, n_layers: int, where: str) -> list[int]:
+    """The layers asked for, sorted; every one must exist."""
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, int):
+        layers = [layers]
+    wanted = sorted({int(i) for i in layers})
+    bad = [i for i in wanted if not 0 <= i < n_layers]
+    if bad or not wanted:
+        raise DictionaryError(
+            f"{where} has layers 0..{n_layers - 1}; layers={list(layers)} "
+            + (f"names {bad}" if bad else "names none")
+        )
+    return wanted
+
+
+def fetch_layers(
+    ref: str,
+    layers: Iterable[int] | None = None,
+    *,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+) -> tuple[Release, SAEEntry, list[Path]]:
+    """Download and convert the asked-for layers of `ref` once; their cache files."""
+    release, entry = resolve_entry(ref)
+    where = f"{release.name}/{entry.id}"
+    fmt = get_registry().format(release.format)
+    if not isinstance(fmt, MultiLayerFormat) or entry.resolved_kind not in LAYERED_KINDS:
+        raise DictionaryError(
+            f"{where} is a {entry.resolved_kind}, not a multi-layer dictionary of a kind "
+            f"saereg stores per layer ({', '.join(LAYERED_KINDS)}); load it with load_sae"
+        )
+    small_files = fmt.files(release, entry)
+    known = known_revision(release, small_files, revision)
+    if known is not None and not force and entry.n_layers is not None:
+        wanted = check_layers(layers, entry.n_layers, where)
+        paths = [canonical_cache_path(release.name, layer_id(entry, i), known) for i in wanted]
+        if all(_cache_hit(p, release, entry, i, known) for p, i in zip(paths, wanted, strict=True)):
+            return release, entry, _used(paths)
+    small = fetch_files(release, entry, small_files, revision, force=force, quiet=quiet)
+    try:
+        n_layers = fmt.n_layers(release, entry, small.paths)
+    except CanonicalFileError as exc:
+        raise CanonicalFileError(f"{where}: {exc}") from None
+    wanted = check_layers(layers, n_layers, where)
+    paths = []
+    for i in wanted:
+        target = canonical_cache_path(release.name, layer_id(entry, i), small.revision)
+        if not force and _cache_hit(target, release, entry, i, small.revision, warn=True):
+            paths.append(target)
+            continue
+        files = fmt.layer_files(release, entry, i, small.paths)
+        fetched = fetch_files(
+            release, entry, files, small.revision or revision, force=force, quiet=quiet
+        )
+        local = {**small.paths, **fetched.paths}
+        hashes = {**small.sha256, **fetched.sha256}
+        try:
+            converted, tensors = fmt.convert_layer(release, entry, i, n_layers, local)
+            cfg = _layer_config(fmt, release, entry, converted, hashes, fetched.revision)
+            storage, tensors = plan_in_place(
+                tensors, local, hashes, release.repo_id, fetched.revision
+            )
+            if storage is not None:
+                cfg = cfg.replace(storage=storage)
+            write_layer(target, cfg, tensors, progress=show_progress(quiet))
+        except (CanonicalFileError, ConfigError) as exc:
+            raise CanonicalFileError(f"{where}, layer {i}: {exc}") from None
+        paths.append(target)
+    return release, entry, _used(paths)
+
+
+def _used(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        mark_used(path)
+    return paths
+
+
+def _layer_config(
+    fmt: MultiLayerFormat,
+    release: Release,
+    entry: SAEEntry,
+    converted: dict[str, Any],
+    hashes: dict[str, str],
+    revision: str | None,
+) -> LayerConfig:
+    base = {"model": release.model, **converted}
+    base["source"] = {
+        "release": release.name,
+        "sae_id": entry.id,
+        "format": fmt.name,
+        "repo_id": release.repo_id,
+        "base_url": release.base_url,
+        "path": entry.path,
+        "revision": revision,
+        "files": dict(hashes),
+        "plugin": _plugin_label(fmt),
+        "saereg_version": __version__,
+    }
+    where = f"{release.name}/{entry.id}, layer {converted.get('layer')}"
+    for key in ("d_sae", "d_in"):
+        listed = getattr(entry, key)
+        if listed is not None and base.get(key) is not None and listed != base[key]:
+            raise CanonicalFileError(
+                f"the release lists {key}={listed} but the files hold {key}={base[key]}"
+            )
+    return LayerConfig.from_dict(base, where)
+
+
+def _plugin_label(fmt: MultiLayerFormat) -> str | None:
+    info = get_registry().format_owner.get(fmt.name)
+    return f"{info.distribution}=={info.version} ({info.name})" if info else None
+
+
+def _cache_hit(
+    path: Path,
+    release: Release,
+    entry: SAEEntry,
+    layer: int,
+    revision: str | None,
+    *,
+    warn: bool = False,
+) -> bool:
+    """Whether the cached layer file may be served: it names this release, SAE, layer
+    and revision, and the publisher files it reads in place are still there."""
+    if not path.is_file():
+        return False
+    try:
+        cfg = read_layer_config(path)
+        src = cfg.source
+        ours = (src.get("release"), src.get("sae_id"), src.get("revision"), cfg.layer)
+        if ours != (release.name, entry.id, revision, layer):
+            raise CanonicalFileError(f"{path} describes {ours}, not this layer")
+        gone = missing_sources(cfg)  # type: ignore[arg-type]
+        if gone:
+            raise CanonicalFileError(f"{path}: " + "; ".join(gone))
+    except (SaeregError, OSError) as exc:
+        if warn:
+            warnings.warn(f"{exc}; rebuilding it from the publisher files", CacheWarning, 2)
+        return False
+    return True
+
+
+def _hf_sites(release: Release, names: Sequence[str | None]) -> tuple[Any, ...]:
+    found = []
+    for name in names:
+        hooks = hf_hooks(release.model, SimpleNamespace(hook_name=name, hook_name_out=None))
+        found.append(hooks["hf_hook"] if name else None)
+    return tuple(found)
+
+
+def load_dictionary(
+    ref: str,
+    *,
+    layers: Iterable[int] | int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+) -> MultiLayerDictionary:
+    """Load a catalogued cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`)
+    or transcoder set (`saereg.sae.transcoder_set.TranscoderSet`), all layers or only
+    `layers`, each memory-mapped from its own cache file onto `device` in `dtype`."""
+    from saereg.sae.clt import CrossLayerTranscoder  # torch: imported when a module is built
+    from saereg.sae.transcoder_set import TranscoderSet  # torch
+
+    device, dtype = check_device(device), check_dtype(dtype)  # before any download
+    if isinstance(layers, int):
+        layers = [layers]
+    release, _, paths = fetch_layers(ref, layers, revision=revision, force=force, quiet=quiet)
+    first = read_layer_config(paths[0])
+    cls = CrossLayerTranscoder if first.kind == "clt" else TranscoderSet
+    return cls.load(
+        paths,
+        device=device,
+        dtype=dtype,
+        hf_hooks=_hf_sites(release, first.hook_names),
+        hf_hooks_out=_hf_sites(release, first.hook_names_out),
+    )
+
+
+__all__ = ["DictionaryError", "fetch_layers", "load_dictionary"]
