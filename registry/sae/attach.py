@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from saereg.base.errors import SaeregError
 from saereg.catalogue.models import get_model
 from saereg.catalogue.refs import close_matches
+from saereg.sae.attach_layers import attach_layers
 
 if TYPE_CHECKING:
     import torch
@@ -59,14 +60,22 @@ def attach(model: Any, sae: Any, *, mode: str = "replace") -> Iterator[Attachmen
         seen.latents  # [batch, seq, d_sae]
 
     `sae` is a `saereg.SAE` (anything with ``encode``/``decode`` and a ``cfg`` holding
-    ``hook_name``, ``hook_name_out``, ``hf_hook``/``hf_hook_out`` and ``transcoder``).
+    ``hook_name``, ``hook_name_out``, ``hf_hook``/``hf_hook_out`` and ``transcoder``),
+    or a multi-layer dictionary (`CrossLayerTranscoder`, `TranscoderSet`), attached as
+    a replacement model: every loaded layer's input site read, every loaded layer's
+    output site written (saereg.sae.attach_layers; the block then yields a
+    `LayersAttachment`, whose ``latents`` are stacked over layers).
     """
     if mode not in MODES:
         raise AttachError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    cfg = sae.cfg
-    transcoder = bool(getattr(cfg, "transcoder", False))
     tl = isinstance(getattr(model, "hook_dict", None), Mapping)
     find = _tl_site if tl else _hf_site
+    if hasattr(sae, "encode_layer"):  # a multi-layer dictionary: a replacement model
+        with attach_layers(model, sae, mode=mode, find=find, error=AttachError) as layers:
+            yield layers  # type: ignore[misc]
+        return
+    cfg = sae.cfg
+    transcoder = bool(getattr(cfg, "transcoder", False))
     in_site = find(model, cfg, out=False)
     out_site = find(model, cfg, out=True) if transcoder else None
     state = Attachment(mode, tuple(s.label for s in (in_site, out_site) if s is not None))

@@ -285,6 +285,26 @@ class MultiLayerDictionary(nn.Module):
             parts.append(xi.new_zeros((*xi.shape[:-1], self.cfg.d_out)) if w is None else xi @ w.T)
         return torch.stack(parts)
 
+    def reconstruct(
+        self,
+        target: int,
+        latents: dict[int, torch.Tensor],
+        x: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One target layer's output from the latents of its source layers ({layer:
+        latents [..., d_sae]}; those absent contribute nothing): b_dec_t + Σ_s f_s @
+        W_dec_s[:, t - s], plus the skip path of `x` (t's input) where t has one."""
+        out = self.block(target).b_dec
+        for s, f in latents.items():
+            targets = self.targets(s)
+            if target in targets:
+                w = self.decoder(s)[:, targets.index(target)]
+                out = out + f.to(self.dtype) @ w
+        w_skip = self.block(target).W_skip
+        if x is not None and w_skip is not None:
+            out = out + x.to(self.dtype) @ w_skip.T
+        return out
+
     @property
     def has_skip(self) -> bool:
         return any(b.W_skip is not None for b in self.blocks)
