@@ -38,7 +38,7 @@ def test_index_rebuilt_only_when_a_release_changes(
 
     first = load_index([releases])
     assert list(first.releases) == ["one"] and len(builds) == 1
-    assert (tmp_path / "cache" / "index" / "catalog-v2.json").is_file()
+    assert (tmp_path / "cache" / "index" / "catalog-v3.json").is_file()
     assert load_index([releases]).rows == first.rows and len(builds) == 1  # reused
 
     write(releases / "two.yaml", RELEASE.format(name="two"))

@@ -181,7 +181,8 @@ def test_list_filters(capsys: pytest.CaptureFixture[str]) -> None:
         == 0
     )
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["reference", "hook_name", "layer", "d_sae", "neuronpedia"]
+    assert table[0].split() == ["reference", "kind", "hook_name", "layer", "d_sae", "neuronpedia"]
+    assert all(line.split()[1] == "SAE" for line in table[1:])
     assert all("blocks.3.attn.hook_z" in line for line in table[1:])
 
 

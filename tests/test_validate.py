@@ -199,7 +199,8 @@ def test_unknown_format(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert (
         f"- {path}:3: error [unknown-format] $.format: unknown format 'gemma_scop'; did you mean "
-        "'gemma_scope'? (installed formats: deepseek_r1, dictionary_learning, gemma_scope,"
+        "'gemma_scope'? (installed formats: circuit_tracer_clt, circuit_tracer_set, deepseek_r1, "
+        "dictionary_learning, gemma_scope,"
     ) in result.stdout
 
 

@@ -2,7 +2,7 @@
 
 `list`, Neuronpedia-id lookups and did-you-mean suggestions need the whole catalogue;
 parsing 170 YAML files each time costs about a second, so the parsed rows are kept in
-``$SAEREG_CACHE/index/catalog-v2.json``. The index carries a fingerprint of the release
+``$SAEREG_CACHE/index/catalog-v3.json``. The index carries a fingerprint of the release
 files it was built from (name, size, mtime) and is rebuilt only when one changes.
 """
 
@@ -23,7 +23,7 @@ from saereg.catalogue.release_dirs import (
 )
 from saereg.catalogue.release_files import read_releases
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 2: releases carry repo_aliases; 3: rows carry the entry's kind
 #: Catalogue problems shown as warnings each time the index is used; the rest are counted.
 SHOWN_PROBLEMS = 5
 
@@ -41,6 +41,7 @@ ROW_FIELDS = (
     "architecture",
     "neuronpedia",
     "l0",
+    "kind",
 )
 RELEASE_FIELDS = (
     "name",
@@ -149,7 +150,7 @@ def build_index(dirs: Sequence[Path]) -> CatalogIndex:
             "builtin": builtin,
         }
         for e in rel.saes:
-            rows.append([rel.name, *(getattr(e, f) for f in ROW_FIELDS[1:])])
+            rows.append([rel.name, *(getattr(e, f) for f in ROW_FIELDS[1:-1]), e.resolved_kind])
             ref = f"{rel.name}/{e.id}"
             if e.neuronpedia:
                 first = claimed_np.setdefault(e.neuronpedia, ref)

@@ -54,6 +54,8 @@ class ResolvedSAE:
     hf_hook: Mapping[str, str] | None
     hf_hook_out: Mapping[str, str] | None
     architecture: str | None
+    kind: str
+    n_layers: int | None
     d_in: int | None
     d_out: int | None
     d_sae: int | None
@@ -94,6 +96,8 @@ class ResolvedSAE:
             hf_hook=hooks["hf_hook"],
             hf_hook_out=hooks["hf_hook_out"],
             architecture=entry.architecture,
+            kind=entry.resolved_kind,
+            n_layers=entry.n_layers,
             d_in=entry.d_in,
             d_out=entry.d_out,
             d_sae=entry.d_sae,

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from saereg.catalogue.models import SHAPE_FIELDS, get_model, model_table
-from saereg.catalogue.records import parse_width
+from saereg.catalogue.records import KIND_LABELS, parse_width
 from saereg.catalogue.resolver import get_release, list_saes, resolve
 from saereg.cli.output import EXIT_OK, Subparsers, fmt, print_json
 
@@ -46,6 +46,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         if data[name] is not None or name == "hf_hook":
             hook = data[name]
             rows.append((name, f"{hook['module']} ({hook['side']})" if hook else None))
+    rows.append(("kind", KIND_LABELS.get(info.kind, info.kind)))
+    if info.n_layers is not None:
+        rows.append(("n_layers", info.n_layers))
     rows += [
         ("architecture", info.architecture),
         ("d_in", info.d_in),
@@ -102,10 +105,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not records:
         print("No SAEs match these filters.", file=sys.stderr)
         return EXIT_OK
-    header = ("reference", "hook_name", "layer", "d_sae", "neuronpedia")
+    header = ("reference", "kind", "hook_name", "layer", "d_sae", "neuronpedia")
     table = [
         (
             f"{r['release']}/{r['id']}",
+            KIND_LABELS.get(r["kind"], r["kind"]),
             r["hook_name"] or "?",
             fmt(r["hook_layer"]),
             fmt(r["d_sae"]),

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from saereg.catalogue.models import get_model
-from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.records import DICTIONARY_KINDS, KIND_LABELS, Release, SAEEntry
 from saereg.publish.links import NEURONPEDIA, heading_anchor, model_slug
 
 PAGE = "catalogue.html"
@@ -62,12 +62,20 @@ def _model_label(release: Release) -> str:
 def hook_site(entry: SAEEntry) -> str:
     """Where in the model an SAE reads: transcoders first (they read one site and write
     another), then the TransformerLens hook name's last part."""
-    if entry.hook_name_out or "transcoder" in (entry.architecture or ""):
+    if entry.hook_name_out or entry.resolved_kind != "sae":
         return "transcoder"
     for pattern, site in _SITE_PATTERNS:
         if pattern.search(entry.hook_name or ""):
             return site
     return "other"
+
+
+def _architecture(entry: SAEEntry) -> str:
+    """The architecture column: a multi-layer dictionary shows its kind first."""
+    if entry.resolved_kind in DICTIONARY_KINDS:
+        label = KIND_LABELS[entry.resolved_kind]
+        return f"{label} ({entry.architecture})" if entry.architecture else label
+    return entry.architecture or ""
 
 
 def repository_url(release: Release) -> str:
@@ -122,7 +130,7 @@ def page_data(releases: Sequence[Release]) -> dict[str, Any]:
                     e.hook_layer,
                     e.d_sae,
                     e.l0,
-                    archs(e.architecture or ""),
+                    archs(_architecture(e)),
                     SITES.index(hook_site(e)),
                     e.neuronpedia or "",
                 ]

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from saereg.catalogue.models import get_model
-from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.records import KIND_LABELS, Release, SAEEntry
 from saereg.publish import markdown_text as md
 from saereg.publish.catalogue_page import PAGE, render
 from saereg.publish.links import NEURONPEDIA, heading_anchor, model_slug
@@ -88,6 +88,14 @@ def release_section(release: Release, model_link: str | None = None) -> str:
         f" · **license**: {md.text(release.license or UNKNOWN)} · **revision**: "
         f"{md.text(revision)}"
     )
+    kinds = sorted({e.resolved_kind for e in release.saes} - {"sae"})
+    if kinds:  # transcoders and multi-layer dictionaries say what they are
+        layers = sorted({e.n_layers for e in release.saes if e.n_layers})
+        lines.append(
+            "- **kind**: "
+            + md.text(", ".join(KIND_LABELS.get(k, k) for k in kinds))
+            + (f" ({', '.join(map(str, layers))} layers)" if layers else "")
+        )
     load = f'saereg.load_sae("{release.name}/{release.saes[0].id}")'
     lines.append(f"- **Load**: {md.code(load)}")
     if release.links:
