@@ -208,3 +208,18 @@ def test_single_saes_refuse_layers_and_the_config_yaml_is_checked(hubenv: Any) -
     case.files = {**clt_files(), "config.yaml": CLT_CONFIG.replace(b"cross_layer", b"xx")}
     with pytest.raises(saereg.SaeregError, match=r"config\.yaml: model_kind is 'xx_transcoder'"):
         saereg.load_sae(serve(hubenv, case))
+
+
+def test_cache_lists_verifies_and_removes_layer_entries(hubenv: Any) -> None:
+    from saereg.store import cache
+
+    ref = serve(hubenv, CLT_CASE)
+    saereg.load_sae(ref, layers=[0, 2])
+    found = cache.entries()
+    assert sorted(e.sae_id for e in found) == ["clt/layer_0", "clt/layer_2"]
+    assert all(e.storage == "in_place" and e.problem is None for e in found)
+    assert all(cache.verify(e) == [] for e in found)
+    assert cache.unused(found) == []  # the catalogue still lists the dictionary
+    assert len(cache.matching(ref)) == 2
+    cache.remove(cache.matching(ref))
+    assert cache.entries() == []

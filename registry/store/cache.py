@@ -31,6 +31,7 @@ from saereg.store import fetch
 from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
 from saereg.store.in_place import blob_path, source_files
+from saereg.store.layer_config import LAYERED_KINDS, is_layer_file, read_layer_config
 from saereg.store.local import HF_RELEASE_PREFIX, LOCAL_RELEASE
 from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
@@ -116,11 +117,11 @@ def _entry(path: Path) -> Entry:
         "file",
     )
     try:
-        cfg = read_config(path)
+        cfg = _read_any_config(path)
     except (CanonicalFileError, ConfigError, OSError) as exc:
         entry.storage, entry.problem = "unreadable", str(exc)
         return entry
-    files = source_files(cfg)
+    files = source_files(cfg)  # type: ignore[arg-type]
     if files:
         entry.storage = "in_place"
         entry.sources = [
@@ -131,6 +132,20 @@ def _entry(path: Path) -> Entry:
         if missing:
             entry.problem = "publisher file(s) gone from the HF cache: " + ", ".join(missing)
     return entry
+
+
+def _read_any_config(path: Path, full_schema: bool = False) -> Any:
+    """The config of a canonical file: one SAE's, or one layer's of a multi-layer
+    dictionary (entries ``RELEASE/ID%2Flayer_N@REVISION.safetensors``)."""
+    if is_layer_file(path):
+        return read_layer_config(path)
+    return read_config(path, full_schema=full_schema)
+
+
+def _dictionary_of(sae_id: str) -> str | None:
+    """The dictionary id of a layer entry's id (``clt/layer_3`` → ``clt``)."""
+    base, _, layer = sae_id.rpartition("/layer_")
+    return base if base and layer.isdigit() else None
 
 
 def entries() -> list[Entry]:
@@ -174,9 +189,14 @@ def _catalogued(entry: Entry) -> bool:
     if entry.release == LOCAL_RELEASE or entry.release.startswith(HF_RELEASE_PREFIX):
         return True
     try:
-        return get_release(entry.release).sae(entry.sae_id) is not None
+        release = get_release(entry.release)
     except SaeregError:
         return False
+    if release.sae(entry.sae_id) is not None:
+        return True
+    base = _dictionary_of(entry.sae_id)
+    found = release.sae(base) if base is not None else None
+    return found is not None and found.resolved_kind in LAYERED_KINDS
 
 
 def unused(all_entries: list[Entry]) -> list[Entry]:
@@ -230,7 +250,12 @@ def matching(ref: str, revision: str | None = None) -> list[Entry]:
     current = _current(ref)
     if current is not None:
         names.add("/".join(current))
-    return [e for e in entries() if e.ref in names and _same_revision(e.revision, revision)]
+    return [
+        e
+        for e in entries()
+        if (e.ref in names or f"{e.release}/{_dictionary_of(e.sae_id)}" in names)
+        and _same_revision(e.revision, revision)
+    ]
 
 
 def _same_revision(have: str, asked: str | None) -> bool:
@@ -270,7 +295,7 @@ def verify(entry: Entry, hasher: Any = None) -> list[str]:
         return [entry.problem or "unreadable"]
 
     try:
-        read_config(entry.path, full_schema=True)
+        _read_any_config(entry.path, full_schema=True)
         stored = stored_digest(entry.path)
         actual = tensor_digest(entry.path)
     except (CanonicalFileError, ConfigError, OSError) as exc:
