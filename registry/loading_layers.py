@@ -100,14 +100,20 @@ def fetch_layers(
     wanted = check_layers(layers, n_layers, where)
     paths = []
     for i in wanted:
-        target = canonical_cache_path(release.name, layer_id(entry, i), small.revision)
-        if not force and _cache_hit(target, release, entry, i, small.revision, warn=True):
-            paths.append(target)
-            continue
+        if small.revision is not None:  # else known once the layer's files are fetched
+            target = canonical_cache_path(release.name, layer_id(entry, i), small.revision)
+            if not force and _cache_hit(target, release, entry, i, small.revision, warn=True):
+                paths.append(target)
+                continue
         files = fmt.layer_files(release, entry, i, small.paths)
         fetched = fetch_files(
             release, entry, files, small.revision or revision, force=force, quiet=quiet
         )
+        if small.revision is None:
+            target = canonical_cache_path(release.name, layer_id(entry, i), fetched.revision)
+            if not force and _cache_hit(target, release, entry, i, fetched.revision, warn=True):
+                paths.append(target)
+                continue
         local = {**small.paths, **fetched.paths}
         hashes = {**small.sha256, **fetched.sha256}
         try:

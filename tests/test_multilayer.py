@@ -26,6 +26,7 @@ from .layouts import circuit_tracer_clt, circuit_tracer_set
 from .layouts._circuit_tracer import (
     CLT_CONFIG,
     CLT_REPO,
+    DATA,
     N_LAYERS,
     SET_REPO,
     circuit_tracer_outputs,
@@ -223,3 +224,26 @@ def test_cache_lists_verifies_and_removes_layer_entries(hubenv: Any) -> None:
     assert len(cache.matching(ref)) == 2
     cache.remove(cache.matching(ref))
     assert cache.entries() == []
+
+
+def test_gemma_scope_2_clt_matches_circuit_tracer(hubenv: Any) -> None:
+    """Gemma Scope 2's per-layer CLT files in their exact layout (w_dec to every layer,
+    affine_skip_connection), against circuit-tracer's load_gemma_scope_2_clt outputs."""
+    folder = DATA / "gemma_scope_2_clt"
+    case = CLT_CASE.__class__(**{**CLT_CASE.__dict__})
+    case.format, case.name, case.repo_id = "gemma_scope_2_clt", "gs2", "test-org/gs2"
+    case.files = {f"clt/width_test/{p.name}": p.read_bytes() for p in folder.iterdir()}
+    case.sae = {**CLT_CASE.sae, "path": "clt/width_test", "hook_name": "blocks.0.hook_mlp_in"}
+    clt = saereg.load_sae(serve(hubenv, case), dtype="float64")
+    want = circuit_tracer_outputs()
+    x = want["gs2.x"]
+    f = clt.encode(x)
+    _close(f, want["gs2.encode"])
+    _close(clt.decode(f), want["gs2.decode"])
+    _close(clt(x), want["gs2.forward"])
+    assert clt.cfg.hook_names_out[2] == "blocks.2.hook_mlp_out"
+    # W_dec is the slice [:, L:] of w_dec, read in place.
+    for path in sorted((hubenv.cache / "canonical").rglob("*.safetensors")):
+        cfg = read_layer_config(path)
+        ops = cfg.storage["tensors"]["W_dec"]["ops"]
+        assert ops == [["slice", 1, cfg.layer, N_LAYERS]]

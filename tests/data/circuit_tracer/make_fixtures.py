@@ -97,3 +97,49 @@ save_file(
     str(HERE / "reference.safetensors"),
     metadata={"by": "circuit-tracer 0.5.0"},
 )
+
+
+def gemma_scope_2_clt() -> dict[str, torch.Tensor]:
+    """Gemma Scope 2's per-layer CLT files (params_layer_{L}.safetensors: w_enc [d_in,
+    d_sae], w_dec [d_sae, n_layers, d_out], b_enc, b_dec, threshold,
+    affine_skip_connection [d_in, d_out]) in that exact layout (circuit-tracer has no
+    writer for it), and what circuit-tracer's load_gemma_scope_2_clt computes from them."""
+    from circuit_tracer.transcoder.cross_layer_transcoder import load_gemma_scope_2_clt
+
+    folder = HERE / "gemma_scope_2_clt"
+    folder.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(3)
+    for i in range(N):
+        w_dec = torch.randn(F, N, D, generator=g)
+        w_dec[:, :i] = 0  # a layer writes to itself and later layers only
+        save_file(
+            {
+                "w_enc": torch.randn(D, F, generator=g),
+                "w_dec": w_dec,
+                "b_enc": torch.randn(F, generator=g) * 0.3,
+                "b_dec": torch.randn(D, generator=g) * 0.3,
+                "threshold": torch.rand(F, generator=g) * 0.5,
+                "affine_skip_connection": torch.randn(D, D, generator=g) * 0.2,
+            },
+            str(folder / f"params_layer_{i}.safetensors"),
+        )
+    # load_gemma_scope_2_clt reads layers 0..max(paths)-1: one key past the last layer.
+    paths = {i: str(folder / f"params_layer_{i}.safetensors") for i in range(N)}
+    ct = load_gemma_scope_2_clt({**paths, N: ""}, device=cpu, dtype=torch.float64)
+    ct.W_skip = torch.nn.Parameter(ct.W_skip.double())  # the loader leaves it float32
+    x = torch.randn(N, POS, D, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        f = ct.encode(x)
+        assert (f[-1] != 0).any(-1).all()
+        # circuit-tracer's CLT.forward cannot run with a skip path (it decodes without the
+        # inputs); decode(f, input_acts) adds x @ W_skip (affine_skip_connection as stored).
+        full = ct.decode(f, x)
+        decoded = full - torch.stack([ct.compute_skip(i, x[i]) for i in range(N)])
+        return {"gs2.x": x, "gs2.encode": f, "gs2.decode": decoded, "gs2.forward": full}
+
+
+save_file(
+    {k: v.contiguous() for k, v in {**clt(), **transcoder_set(), **gemma_scope_2_clt()}.items()},
+    str(HERE / "reference.safetensors"),
+    metadata={"by": "circuit-tracer 0.5.0"},
+)
