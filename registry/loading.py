@@ -132,6 +132,17 @@ def _cached_for_hub(
     return path if _cache_hit(path, release, entry, known, verify, changed=changed) else None
 
 
+def _single(release: Release, entry: SAEEntry) -> None:
+    """Single-hook entries only: a multi-layer dictionary has one canonical file per layer."""
+    kind = entry.resolved_kind
+    if kind in DICTIONARY_KINDS:
+        raise DictionaryError(
+            f"{release.name}/{entry.id} is a {kind} of {entry.n_layers or 'several'} layers, "
+            "stored one canonical file per layer: load it with load_sae (layers=[...] for a "
+            "subset), or `saereg fetch REF --layers 0,1` for the files"
+        )
+
+
 def _plugin_label(fmt: Format) -> str | None:
     info = get_registry().format_owner.get(fmt.name)
     return f"{info.distribution}=={info.version} ({info.name})" if info else None
@@ -216,6 +227,7 @@ def _fetch_canonical(
 ) -> Path:
     in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
     release, entry, detected, revision = _resolve(ref, overrides, revision)
+    _single(release, entry)
     revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     changed: list[str] = []  # publisher files found damaged: download them again
     if not force:
@@ -349,7 +361,7 @@ def _cache_hit(
     return True
 
 
-def _catalogued_kind(ref: str | os.PathLike[str]) -> str | None:
+def catalogued_kind(ref: str | os.PathLike[str]) -> str | None:
     """The kind of the catalogue entry `ref` names; None for a path or a reference the
     catalogue does not list (those are read by detection)."""
     if is_path_reference(ref):
@@ -397,7 +409,7 @@ def load_sae(
     from saereg.sae.module import SAE  # torch: imported only when a module is built
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    kind = _catalogued_kind(ref)
+    kind = catalogued_kind(ref)
     if kind in DICTIONARY_KINDS:
         return load_dictionary(
             str(ref),
@@ -433,6 +445,7 @@ def load_config(
     full fetch and conversion. `ref` and `overrides` are as for `load_sae`.
     """
     release, entry, fmt, revision = _lookup(ref, overrides, revision)
+    _single(release, entry)
     revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)

@@ -247,3 +247,21 @@ def test_gemma_scope_2_clt_matches_circuit_tracer(hubenv: Any) -> None:
         cfg = read_layer_config(path)
         ops = cfg.storage["tensors"]["W_dec"]["ops"]
         assert ops == [["slice", 1, cfg.layer, N_LAYERS]]
+
+
+def test_cli_fetches_and_inspects_layers(hubenv: Any) -> None:
+    from .conftest import run_saereg
+
+    ref = serve(hubenv, CLT_CASE)
+    result = run_saereg("fetch", ref, "--layers", "1,2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    paths = result.stdout.split()
+    assert len(paths) == 2 and all("layer_" in p for p in paths)
+    shown = run_saereg("inspect", paths[0])
+    assert shown.returncode == 0, shown.stderr
+    assert "1 of a 3-layer clt, jumprelu" in shown.stdout
+    assert "W_dec         F32 [12, 2, 8] (in place)" in shown.stdout
+    bad = run_saereg("fetch", ref, "--layers", "x")
+    assert bad.returncode == 2 and "expected layer numbers" in bad.stderr
+    with pytest.raises(saereg.SaeregError, match="stored one canonical file per layer"):
+        saereg.load_config(ref)

@@ -9,17 +9,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from saereg.base.errors import SaeregError
+from saereg.catalogue.records import DICTIONARY_KINDS
 from saereg.cli.detect import add_source_options, source_overrides
 from saereg.cli.output import EXIT_OK, EXIT_USAGE, Subparsers, print_json
-from saereg.loading import fetch_canonical
+from saereg.loading import catalogued_kind, fetch_canonical
+from saereg.loading_layers import fetch_layers
 from saereg.store.canonical import export_saelens, read_config
 from saereg.store.export_sparsify import export_sparsify
 from saereg.store.in_place import read_tensors, referenced
+from saereg.store.layer_config import is_layer_file, read_layer_config
 from saereg.store.sae_config import METADATA_KEY
 from saereg.store.tensors import CODE_OF, read_header
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.layers is not None or catalogued_kind(args.ref) in DICTIONARY_KINDS:
+        return _fetch_layers(args)
     path = fetch_canonical(
         args.ref,
         revision=args.revision,
@@ -34,6 +39,32 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     else:
         print(path)
     return EXIT_OK
+
+
+def _fetch_layers(args: argparse.Namespace) -> int:
+    """A multi-layer dictionary: one canonical file per layer, all or `--layers`."""
+    _, _, paths = fetch_layers(
+        args.ref,
+        args.layers,
+        revision=args.revision,
+        force=args.force,
+        quiet=True if args.quiet else None,
+    )
+    if args.json:
+        print_json([{"path": str(p), "config": read_layer_config(p).to_dict()} for p in paths])
+    else:
+        print("\n".join(map(str, paths)))
+    return EXIT_OK
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        layers = []
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(f"expected layer numbers such as 0,5,12, got {text!r}")
+    return layers
 
 
 def _is_canonical(path: Path) -> bool:
@@ -81,6 +112,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"saereg inspect: no such file: {path}", file=sys.stderr)
         return EXIT_USAGE
+    if is_layer_file(path):
+        return _inspect_layer(path, args.json)
     cfg = read_config(path, full_schema=True)
     header, _ = read_header(path)
     tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in header.items()}
@@ -150,6 +183,12 @@ def _add_fetch(sub: Subparsers, summary: str) -> None:
         help="also check the cached tensor bytes against the digest in the file (reads it "
         "all); a mismatch rebuilds it from the publisher files",
     )
+    p.add_argument(
+        "--layers",
+        type=_layer_list,
+        help="multi-layer dictionaries (CLTs, transcoder sets): only these layers, e.g. 0,5,12 "
+        "(default: all); each layer is its own canonical file, one path per line",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the path and canonical config")
     add_source_options(p)
@@ -197,3 +236,29 @@ PARSERS: dict[str, Callable[[Subparsers, str], None]] = {
     "export": _add_export,
     "inspect": _add_inspect,
 }
+
+
+def _inspect_layer(path: Path, as_json: bool) -> int:
+    """One layer file of a multi-layer dictionary."""
+    cfg = read_layer_config(path)
+    header, _ = read_header(path)
+    tensors = {n: {"dtype": i["dtype"], "shape": i["shape"]} for n, i in header.items()}
+    for name, ref in referenced(cfg).items():  # type: ignore[arg-type]
+        tensors[name] = {"dtype": CODE_OF[ref["dtype"]], "shape": ref["shape"], "in_place": ref}
+    tensors = dict(sorted(tensors.items()))
+    if as_json:
+        print_json({"path": str(path), "config": cfg.to_dict(), "tensors": tensors})
+        return EXIT_OK
+    src = cfg.source
+    print(f"{path}")
+    print(
+        f"  source        {src.get('release')}/{src.get('sae_id')} ({src.get('format')} format, "
+        f"revision {src.get('revision') or 'unknown'})"
+    )
+    print(f"  layer         {cfg.layer} of a {cfg.n_layers}-layer {cfg.kind}, {cfg.architecture}")
+    print(f"  d_in/d_sae    {cfg.d_in} / {cfg.d_sae} -> d_out {cfg.d_out}; dtype {cfg.dtype}")
+    print(f"  hook          {cfg.hook_names[cfg.layer]} -> {cfg.hook_names_out[cfg.layer]}")
+    for name, info in tensors.items():
+        where = " (in place)" if "in_place" in info else ""
+        print(f"  {name:<13} {info['dtype']} {info['shape']}{where}")
+    return EXIT_OK
