@@ -37,6 +37,7 @@ _LAZY = {
     "fetch_canonical": "saereg.loading",
     "load_dictionary": "saereg.loading_layers",
     "CrossLayerTranscoder": "saereg.sae.clt",
+    "CrossCoder": "saereg.sae.crosscoder",
     "TranscoderSet": "saereg.sae.transcoder_set",
     "SparseLatents": "saereg.sae.latents",
     "SAE": "saereg.sae.module",
@@ -59,6 +60,7 @@ __all__ = [
     "SAE",
     "AttachError",
     "Attachment",
+    "CrossCoder",
     "CrossLayerTranscoder",
     "Format",
     "LazyArray",
@@ -100,6 +102,7 @@ if TYPE_CHECKING:
     from saereg.loading_layers import load_dictionary
     from saereg.sae.attach import AttachError, Attachment, attach
     from saereg.sae.clt import CrossLayerTranscoder
+    from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.latents import SparseLatents
     from saereg.sae.module import SAE, NormState
     from saereg.sae.transcoder_set import TranscoderSet

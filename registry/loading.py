@@ -50,6 +50,7 @@ from saereg.store.tensors import CanonicalFileError, read_header
 if TYPE_CHECKING:
     import torch
 
+    from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.module import SAE
     from saereg.sae.multilayer import MultiLayerDictionary
 
@@ -384,7 +385,7 @@ def load_sae(
     verify: bool = False,
     layers: Iterable[int] | int | None = None,
     **overrides: Any,
-) -> SAE | MultiLayerDictionary:
+) -> SAE | MultiLayerDictionary | CrossCoder:
     """Load an SAE as a canonical `SAE` module on `device` in `dtype`.
 
     `ref` is a catalogue reference (``RELEASE/SAE_ID``, a Neuronpedia id,
@@ -403,7 +404,7 @@ def load_sae(
 
     A multi-layer dictionary (kind clt, transcoder_set or crosscoder in `saereg list`)
     comes back as its multi-layer module (`CrossLayerTranscoder`, `TranscoderSet`,
-    `Crosscoder`; see `load_dictionary`), all layers or only `layers`, each fetched and
+    `CrossCoder`; see `load_dictionary`), all layers or only `layers`, each fetched and
     cached on its own.
     """
     from saereg.sae.module import SAE  # torch: imported only when a module is built

@@ -40,6 +40,7 @@ from saereg.store.tensors import CanonicalFileError
 if TYPE_CHECKING:
     import torch
 
+    from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.multilayer import MultiLayerDictionary
 
 
@@ -85,10 +86,16 @@ def fetch_layers(
             f"{where} is a {entry.resolved_kind}, not a multi-layer dictionary of a kind "
             f"saereg stores per layer ({', '.join(LAYERED_KINDS)}); load it with load_sae"
         )
+    whole = fmt.kind == "crosscoder"  # every latent reads every site: one file
+    if whole and layers is not None:
+        raise DictionaryError(
+            f"{where} is a crosscoder: each latent reads all its sites at once, so it loads "
+            "whole (leave out layers=)"
+        )
     small_files = fmt.files(release, entry)
     known = known_revision(release, small_files, revision)
     if known is not None and not force and entry.n_layers is not None:
-        wanted = check_layers(layers, entry.n_layers, where)
+        wanted = [0] if whole else check_layers(layers, entry.n_layers, where)
         paths = [canonical_cache_path(release.name, layer_id(entry, i), known) for i in wanted]
         if all(_cache_hit(p, release, entry, i, known) for p, i in zip(paths, wanted, strict=True)):
             return release, entry, _used(paths)
@@ -97,7 +104,7 @@ def fetch_layers(
         n_layers = fmt.n_layers(release, entry, small.paths)
     except CanonicalFileError as exc:
         raise CanonicalFileError(f"{where}: {exc}") from None
-    wanted = check_layers(layers, n_layers, where)
+    wanted = [0] if whole else check_layers(layers, n_layers, where)
     paths = []
     for i in wanted:
         if small.revision is not None:  # else known once the layer's files are fetched
@@ -219,11 +226,13 @@ def load_dictionary(
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
-) -> MultiLayerDictionary:
+) -> MultiLayerDictionary | CrossCoder:
     """Load a catalogued cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`)
     or transcoder set (`saereg.sae.transcoder_set.TranscoderSet`), all layers or only
-    `layers`, each memory-mapped from its own cache file onto `device` in `dtype`."""
+    `layers`, each memory-mapped from its own cache file onto `device` in `dtype`; or a
+    crosscoder (`saereg.sae.crosscoder.CrossCoder`, one file, always whole)."""
     from saereg.sae.clt import CrossLayerTranscoder  # torch: imported when a module is built
+    from saereg.sae.crosscoder import CrossCoder  # torch
     from saereg.sae.transcoder_set import TranscoderSet  # torch
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
@@ -231,8 +240,9 @@ def load_dictionary(
         layers = [layers]
     release, _, paths = fetch_layers(ref, layers, revision=revision, force=force, quiet=quiet)
     first = read_layer_config(paths[0])
-    cls = CrossLayerTranscoder if first.kind == "clt" else TranscoderSet
-    return cls.load(
+    classes = {"clt": CrossLayerTranscoder, "transcoder_set": TranscoderSet}
+    cls = classes.get(first.kind, CrossCoder)
+    return cls.load(  # type: ignore[attr-defined, no-any-return]
         paths,
         device=device,
         dtype=dtype,

@@ -265,3 +265,26 @@ def test_cli_fetches_and_inspects_layers(hubenv: Any) -> None:
     assert bad.returncode == 2 and "expected layer numbers" in bad.stderr
     with pytest.raises(saereg.SaeregError, match="stored one canonical file per layer"):
         saereg.load_config(ref)
+
+
+def test_crosscoder_over_two_models(hubenv: Any) -> None:
+    from .layouts import ckkissane_crosscoder as layout
+
+    case = layout.CASES[0]
+    ref = serve(hubenv, case)
+    cc = saereg.load_sae(ref, dtype="float64")
+    assert isinstance(cc, saereg.CrossCoder)
+    x = torch.randn(2, 3, 5, layout.D_IN, dtype=torch.float64)
+    want = case.reference(x)
+    f = cc.encode(x)
+    _close(f, want.encode)
+    _close(cc.decode(f), want.decode)
+    _close(cc.decode(cc.encode(x, sparse=True)), want.decode)
+    _close(cc(x), want.forward)
+    with pytest.raises(saereg.SaeregError, match="loads whole"):
+        saereg.load_sae(ref, layers=[0])
+    with (
+        pytest.raises(saereg.AttachError, match="cannot be hooked into one model"),
+        saereg.attach(torch.nn.Linear(2, 2), cc),
+    ):
+        pass

@@ -39,7 +39,7 @@ def validate(path: Path, *extra: str):
 def test_whole_catalogue_passes() -> None:
     result = run_saereg("validate", "--no-hints")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert result.stdout.strip().endswith("0 errors, 178 hints")
+    assert result.stdout.strip().endswith("0 errors, 179 hints")
     assert f"OK: {len(list(builtin_release_dir().glob('*.yaml')))} release files" in result.stdout
 
 
@@ -199,7 +199,8 @@ def test_unknown_format(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert (
         f"- {path}:3: error [unknown-format] $.format: unknown format 'gemma_scop'; did you mean "
-        "'gemma_scope'? (installed formats: circuit_tracer_clt, circuit_tracer_set, deepseek_r1, "
+        "'gemma_scope'? (installed formats: circuit_tracer_clt, circuit_tracer_set, "
+        "ckkissane_crosscoder, deepseek_r1, "
         "dictionary_learning, gemma_scope,"
     ) in result.stdout
 

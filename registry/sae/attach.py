@@ -70,6 +70,11 @@ def attach(model: Any, sae: Any, *, mode: str = "replace") -> Iterator[Attachmen
         raise AttachError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     tl = isinstance(getattr(model, "hook_dict", None), Mapping)
     find = _tl_site if tl else _hf_site
+    if getattr(sae, "kind", None) == "crosscoder":
+        raise AttachError(
+            "a crosscoder reads all its sites at once (often the same site of two models), "
+            "so it cannot be hooked into one model; encode the stacked activations instead"
+        )
     if hasattr(sae, "encode_layer"):  # a multi-layer dictionary: a replacement model
         with attach_layers(model, sae, mode=mode, find=find, error=AttachError) as layers:
             yield layers  # type: ignore[misc]

@@ -15,6 +15,10 @@ in_place.py), holding layer ``layer`` of ``n_layers``:
   layout, kept as is so it maps in place); for a transcoder set ``[d_sae, d_out]``;
 * optional ``W_skip [d_out, d_in]``: the affine skip path, ``x @ W_skipᵀ``.
 
+A crosscoder (one dictionary over several sites: every latent reads every site) is one
+file, "layer" 0 of ``n_layers`` sites: ``W_enc [n, d_in, d_sae]``, ``b_enc [d_sae]``,
+``W_dec [d_sae, n, d_out]``, ``b_dec [n, d_out]``.
+
 The config (schemas/dictionary.v1.json) repeats what the whole dictionary is (kind,
 n_layers, widths, hooks of every layer) so that any one file describes it.
 """
@@ -38,8 +42,9 @@ from saereg.store.tensors import CanonicalFileError, LazyArray, read_header, ten
 
 LAYER_CONFIG_VERSION = 1
 LAYER_METADATA_KEY = "saereg_layer"
-#: The kinds of multi-layer dictionary stored per layer.
-LAYERED_KINDS = ("clt", "transcoder_set")
+#: The kinds of multi-layer dictionary stored in layer files (a crosscoder, whose
+#: latents read every site, is one file: "layer" 0 of its n_layers sites).
+LAYERED_KINDS = ("clt", "transcoder_set", "crosscoder")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class LayerConfig:
                 raise ConfigError(
                     f"{where}: {name} lists {len(value)} layers, but n_layers is {self.n_layers}"
                 )
+        if self.kind == "crosscoder" and self.layer != 0:
+            raise ConfigError(f"{where}: a crosscoder is one file (layer 0 of its sites)")
         if self.architecture == "topk" and not self.k:
             raise ConfigError(f"{where}: a topk dictionary needs k")
         if self.k is not None and self.k > self.d_sae:
@@ -105,6 +112,14 @@ class LayerConfig:
         return self.n_layers - self.layer if self.kind == "clt" else 1
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.kind == "crosscoder":  # every site at once; n_layers counts the sites
+            n = self.n_layers
+            return {
+                "W_enc": (n, self.d_in, self.d_sae),
+                "b_enc": (self.d_sae,),
+                "W_dec": (self.d_sae, n, self.d_out),
+                "b_dec": (n, self.d_out),
+            }
         w_dec: tuple[int, ...] = (self.d_sae, self.d_out)
         if self.kind == "clt":
             w_dec = (self.d_sae, self.n_targets, self.d_out)
@@ -119,7 +134,7 @@ class LayerConfig:
         return shapes
 
     def optional_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"W_skip": (self.d_out, self.d_in)}
+        return {} if self.kind == "crosscoder" else {"W_skip": (self.d_out, self.d_in)}
 
     def same_dictionary(self, other: LayerConfig) -> list[str]:
         """The fields on which two layer files of one dictionary disagree."""
