@@ -91,10 +91,11 @@ def release_section(release: Release, model_link: str | None = None) -> str:
     kinds = sorted({e.resolved_kind for e in release.saes} - {"sae"})
     if kinds:  # transcoders and multi-layer dictionaries say what they are
         layers = sorted({e.n_layers for e in release.saes if e.n_layers})
+        unit = "sites" if kinds == ["crosscoder"] else "layers"
         lines.append(
             "- **kind**: "
             + md.text(", ".join(KIND_LABELS.get(k, k) for k in kinds))
-            + (f" ({', '.join(map(str, layers))} layers)" if layers else "")
+            + (f" ({', '.join(map(str, layers))} {unit})" if layers else "")
         )
     load = f'saereg.load_sae("{release.name}/{release.saes[0].id}")'
     lines.append(f"- **Load**: {md.code(load)}")
