@@ -111,10 +111,20 @@ class _CircuitTracerFormat(MultiLayerFormat):
         where = _join(entry.path, "config.yaml")
         hook_in = _hook(raw, "feature_input_hook", "hook_resid_mid", where)
         hook_out = _hook(raw, "feature_output_hook", "hook_mlp_out", where)
-        return (
+        hooks = (
             [f"blocks.{i}.{hook_in}" for i in range(n_layers)],
             [f"blocks.{i}.{hook_out}" for i in range(n_layers)],
         )
+        for listed, found, key in (
+            (entry.hook_name, hooks[0][0], "feature_input_hook"),
+            (entry.hook_name_out, hooks[1][0], "feature_output_hook"),
+        ):
+            if listed and listed != found:
+                raise CanonicalFileError(
+                    f"{where}: its {key} puts layer 0 at {found}, but the release lists "
+                    f"{listed}; correct the release"
+                )
+        return hooks
 
 
 class CircuitTracerCLTFormat(_CircuitTracerFormat):

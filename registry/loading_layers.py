@@ -134,6 +134,14 @@ def fetch_layers(
             write_layer(target, cfg, tensors, progress=show_progress(quiet))
         except (CanonicalFileError, ConfigError) as exc:
             raise CanonicalFileError(f"{where}, layer {i}: {exc}") from None
+        except (SaeregError, NotImplementedError, MemoryError):
+            raise
+        except Exception as exc:  # a damaged or unexpected publisher file
+            names = ", ".join(f.path for f in files)
+            raise CanonicalFileError(
+                f"{where}, layer {i}: cannot convert {names}: {type(exc).__name__}: {exc}. A "
+                "damaged download? Retry with force=True (`saereg fetch --force`)"
+            ) from None
         paths.append(target)
     return release, entry, _used(paths)
 

@@ -179,6 +179,9 @@ def test_bad_files_are_one_error_naming_the_file(hubenv: Any) -> None:
     ref = _bad(hubenv, {**files, "W_enc_1.safetensors": save(wrong)})
     with pytest.raises(saereg.SaeregError, match=r"layer 1: .*b_dec has shape \[5\]"):
         saereg.load_sae(ref)
+    ref = _bad(hubenv, files, hook_name="blocks.0.hook_resid_post")
+    with pytest.raises(saereg.SaeregError, match=r"config\.yaml: its feature_input_hook puts"):
+        saereg.load_sae(ref, layers=[0])
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class DictionaryConfig:
     #: models table when attaching).
     hf_hooks: tuple[Any, ...] | None = None
     hf_hooks_out: tuple[Any, ...] | None = None
-    files: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def from_layers(cls, cfgs: Sequence[LayerConfig], **extra: Any) -> DictionaryConfig:
