@@ -274,5 +274,5 @@ def test_every_catalogue_entry_is_consistent_with_its_format() -> None:
             checked += 1
     # SAELens' catalogue + OpenAI's originals (v5; v1 and v4) + EleutherAI's sparsify releases
     # + Llama Scope's transcoders (LXTC-8x, LXTC-32x) + the two whole mntss CLTs
-    # + ckkissane's crosscoder
-    assert checked == 13857 + 8 * 12 + 4 * 12 + 82 + 2 * 32 + 2 + 1
+    # + ckkissane's crosscoder + the six whole mwhanna transcoder sets
+    assert checked == 13857 + 8 * 12 + 4 * 12 + 82 + 2 * 32 + 2 + 1 + 6
