@@ -420,6 +420,7 @@ def load_sae(
             revision=revision,
             force=force,
             quiet=quiet,
+            verify=verify,
         )
     if layers is not None:
         raise DictionaryError(

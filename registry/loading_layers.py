@@ -26,8 +26,10 @@ from saereg.formats import MultiLayerFormat, get_registry
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path
+from saereg.store.digest import stored_digest, tensor_digest
 from saereg.store.fetch import fetch_files, known_revision, show_progress
 from saereg.store.in_place import missing_sources, plan_in_place
+from saereg.store.integrity import source_problems
 from saereg.store.layer_config import (
     LAYERED_KINDS,
     LayerConfig,
@@ -76,8 +78,11 @@ def fetch_layers(
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
+    verify: bool = False,
 ) -> tuple[Release, SAEEntry, list[Path]]:
-    """Download and convert the asked-for layers of `ref` once; their cache files."""
+    """Download and convert the asked-for layers of `ref` once; their cache files. With
+    `verify`, a cached layer is served only if its tensor bytes match the digest in its
+    header and the publisher files it reads in place their recorded sha256 (full reads)."""
     release, entry = resolve_entry(ref)
     where = f"{release.name}/{entry.id}"
     fmt = get_registry().format(release.format)
@@ -97,7 +102,10 @@ def fetch_layers(
     if known is not None and not force and entry.n_layers is not None:
         wanted = [0] if whole else check_layers(layers, entry.n_layers, where)
         paths = [canonical_cache_path(release.name, layer_id(entry, i), known) for i in wanted]
-        if all(_cache_hit(p, release, entry, i, known) for p, i in zip(paths, wanted, strict=True)):
+        if all(
+            _cache_hit(p, release, entry, i, known, verify=verify)
+            for p, i in zip(paths, wanted, strict=True)
+        ):
             return release, entry, _used(paths)
     small = fetch_files(release, entry, small_files, revision, force=force, quiet=quiet)
     try:
@@ -107,18 +115,35 @@ def fetch_layers(
     wanted = [0] if whole else check_layers(layers, n_layers, where)
     paths = []
     for i in wanted:
+        changed: list[str] = []  # publisher files found damaged: download them again
         if small.revision is not None:  # else known once the layer's files are fetched
             target = canonical_cache_path(release.name, layer_id(entry, i), small.revision)
-            if not force and _cache_hit(target, release, entry, i, small.revision, warn=True):
+            if not force and _cache_hit(
+                target,
+                release,
+                entry,
+                i,
+                small.revision,
+                warn=True,
+                verify=verify,
+                changed=changed,
+            ):
                 paths.append(target)
                 continue
         files = fmt.layer_files(release, entry, i, small.paths)
         fetched = fetch_files(
-            release, entry, files, small.revision or revision, force=force, quiet=quiet
+            release,
+            entry,
+            files,
+            small.revision or revision,
+            force=force or bool(changed),
+            quiet=quiet,
         )
         if small.revision is None:
             target = canonical_cache_path(release.name, layer_id(entry, i), fetched.revision)
-            if not force and _cache_hit(target, release, entry, i, fetched.revision, warn=True):
+            if not force and _cache_hit(
+                target, release, entry, i, fetched.revision, warn=True, verify=verify
+            ):
                 paths.append(target)
                 continue
         local = {**small.paths, **fetched.paths}
@@ -196,9 +221,12 @@ def _cache_hit(
     revision: str | None,
     *,
     warn: bool = False,
+    verify: bool = False,
+    changed: list[str] | None = None,
 ) -> bool:
     """Whether the cached layer file may be served: it names this release, SAE, layer
-    and revision, and the publisher files it reads in place are still there."""
+    and revision, and the publisher files it reads in place are still there (with
+    `verify`, also byte for byte)."""
     if not path.is_file():
         return False
     try:
@@ -210,6 +238,15 @@ def _cache_hit(
         gone = missing_sources(cfg)  # type: ignore[arg-type]
         if gone:
             raise CanonicalFileError(f"{path}: " + "; ".join(gone))
+        if verify:
+            stored = stored_digest(path)
+            if stored is None or stored != tensor_digest(path):
+                raise CanonicalFileError(f"{path}: its tensor bytes do not match its digest")
+            damaged = source_problems(cfg)  # type: ignore[arg-type]
+            if damaged:
+                if changed is not None:
+                    changed.extend(damaged)
+                raise CanonicalFileError(f"{path}: " + "; ".join(damaged))
     except (SaeregError, OSError) as exc:
         if warn:
             warnings.warn(f"{exc}; rebuilding it from the publisher files", CacheWarning, 2)
@@ -234,6 +271,7 @@ def load_dictionary(
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
+    verify: bool = False,
 ) -> MultiLayerDictionary | CrossCoder:
     """Load a catalogued cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`)
     or transcoder set (`saereg.sae.transcoder_set.TranscoderSet`), all layers or only
@@ -246,7 +284,9 @@ def load_dictionary(
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
     if isinstance(layers, int):
         layers = [layers]
-    release, _, paths = fetch_layers(ref, layers, revision=revision, force=force, quiet=quiet)
+    release, _, paths = fetch_layers(
+        ref, layers, revision=revision, force=force, quiet=quiet, verify=verify
+    )
     first = read_layer_config(paths[0])
     classes = {"clt": CrossLayerTranscoder, "transcoder_set": TranscoderSet}
     cls = classes.get(first.kind, CrossCoder)

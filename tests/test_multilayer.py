@@ -291,3 +291,23 @@ def test_crosscoder_over_two_models(hubenv: Any) -> None:
         saereg.attach(torch.nn.Linear(2, 2), cc),
     ):
         pass
+
+
+def test_verify_rebuilds_a_layer_whose_publisher_file_changed(hubenv: Any) -> None:
+    ref = serve(hubenv, CLT_CASE)
+    saereg.load_sae(ref, layers=[2])
+    assert len(list((hubenv.cache / "canonical").rglob("*.safetensors"))) == 1
+    blob = next(p for p in hubenv.hf_cache.rglob("blobs/*") if p.stat().st_size == path_size(2))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of W_dec_2's data
+    blob.write_bytes(bytes(data))
+    with pytest.warns(saereg.base.errors.CacheWarning, match="sha256"):
+        clt = saereg.load_sae(ref, layers=[2], verify=True, dtype="float64")
+    from safetensors.torch import load_file
+
+    published = load_file(DATA / "clt" / "W_dec_2.safetensors")["W_dec_2"]
+    _close(clt.decoder(2), published)  # downloaded again, not read from the damaged blob
+
+
+def path_size(layer: int) -> int:
+    return (DATA / "clt" / f"W_dec_{layer}.safetensors").stat().st_size
