@@ -65,15 +65,13 @@ class LayerConfig:
     config_version: int = LAYER_CONFIG_VERSION
     k: int | None = None
     model: str | None = None
-    #: The model's block index of each dictionary layer (None: the same as the index).
-    model_layers: tuple[int, ...] | None = None
     storage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "layer config") -> LayerConfig:
         values = {"config_version": LAYER_CONFIG_VERSION, **data}
         validate_layer_config(values, where)
-        for key in ("hook_names", "hook_names_out", "model_layers"):
+        for key in ("hook_names", "hook_names_out"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         cfg = cls(**values)
@@ -93,7 +91,7 @@ class LayerConfig:
         """Cross-field rules the schema cannot express."""
         if not 0 <= self.layer < self.n_layers:
             raise ConfigError(f"{where}: layer {self.layer} is not in 0..{self.n_layers - 1}")
-        for name in ("hook_names", "hook_names_out", "model_layers"):
+        for name in ("hook_names", "hook_names_out"):
             value = getattr(self, name)
             if value is not None and len(value) != self.n_layers:
                 raise ConfigError(
