@@ -184,3 +184,46 @@ def test_transformer_lens_replacement_model() -> None:
         saereg.attach(model, missing),
     ):
         pass
+
+
+def _sites(model: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Layer 0's MLP output, layer 1's MLP input site and output in one forward pass."""
+    layers, seen = model.model.layers, {}
+    hooks = [
+        layers[0].post_feedforward_layernorm.register_forward_hook(
+            lambda _m, _a, out: seen.setdefault("out0", out)
+        ),
+        layers[1].pre_feedforward_layernorm.register_forward_pre_hook(
+            lambda _m, args: seen.setdefault("x1", args[0])
+        ),
+        layers[1].post_feedforward_layernorm.register_forward_hook(
+            lambda _m, _a, out: seen.setdefault("out1", out)
+        ),
+    ]
+    try:
+        model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_a_loaded_subset_replaces_only_its_layers() -> None:
+    """With layers=[1] only layer 1's MLP output is written, from layer 1's latents alone
+    (layer 0's contribution to it is not loaded)."""
+    model = _model("gemma2")
+    full = _dictionary("clt")
+    part = CrossLayerTranscoder(
+        full.cfg.replace(layers=(1,)), [dict(full.block(1).named_parameters())]
+    )
+    ids = torch.randint(0, VOCAB, (1, 4))
+    with torch.no_grad():
+        clean = _sites(model, ids)
+        with saereg.attach(model, part, mode="replace") as got:
+            seen = _sites(model, ids)
+        assert got.latents is not None and got.latents.shape == (1, 1, 4, D_SAE)
+        assert torch.equal(seen["out0"], clean["out0"])  # layer 0 is not replaced
+        torch.testing.assert_close(seen["x1"], clean["x1"])
+        f1 = full.encode_layer(seen["x1"], 1)
+        want = f1 @ full.block(1).W_dec[:, 0] + full.block(1).b_dec
+        torch.testing.assert_close(seen["out1"], want, atol=1e-5, rtol=1e-5)
