@@ -41,7 +41,9 @@ from urllib.parse import parse_qs, urlparse
 
 from saereg.formats import (
     CanonicalFileError,
+    Match,
     MultiLayerFormat,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
@@ -53,6 +55,8 @@ from ._tensors import require, safetensors_arrays, transposed, uniform_dtype
 _SET_TENSORS = frozenset(
     ("W_enc", "W_dec", "b_enc", "b_dec", "activation_function.threshold", "W_skip")
 )
+_CLT_ENC = re.compile(r"^W_enc_(\d+)\.safetensors$")
+_SET_LAYER = re.compile(r"^layer_(\d+)\.safetensors$")
 
 
 def _join(folder: str, name: str) -> str:
@@ -73,6 +77,30 @@ def read_config_yaml(path: Path, where: str) -> dict[str, Any]:
     return raw
 
 
+def _small_yaml(read_small: ReadSmall, path: str) -> dict[str, Any] | None:
+    """A small YAML mapping of a listing, or None (detection never fails on a malformed
+    file; loading reports it)."""
+    import yaml  # deferred: yaml
+
+    try:
+        raw = yaml.safe_load(read_small(path))
+    except (CanonicalFileError, yaml.YAMLError, UnicodeDecodeError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def layer_indices(files: Sequence[str], folder: str, pattern: re.Pattern[str]) -> list[int]:
+    """The layer numbers of the files directly in `folder` whose names match `pattern`."""
+    prefix = f"{folder}/" if folder else ""
+    found = []
+    for path in files:
+        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            match = pattern.match(path[len(prefix) :])
+            if match:
+                found.append(int(match.group(1)))
+    return sorted(found)
+
+
 def _hook(raw: Mapping[str, Any], key: str, default: str, where: str) -> str:
     value = raw.get(key, default)
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
@@ -88,6 +116,39 @@ class _CircuitTracerFormat(MultiLayerFormat):
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         return {"kind": self.kind, "normalize_activations": "none"}
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders whose ``config.yaml`` says this ``model_kind`` (the key circuit-tracer's
+        `load_transcoders` dispatches on) and that hold its layer files (or, for a set,
+        list them): one dictionary per folder, its layers counted as circuit-tracer
+        counts them (the files there, or the ``transcoders:`` list)."""
+        counts: dict[str, int] = {}
+        read = []
+        for config in sorted(p for p in listing if p.rpartition("/")[2] == "config.yaml"):
+            raw = _small_yaml(read_small, config)
+            read.append(config)
+            if raw is None or raw.get("model_kind") != self.model_kind:
+                continue
+            if raw.get("special_load_fn"):
+                continue  # Gemma Scope repacks: not this layout (convert would refuse it)
+            folder = config.rpartition("/")[0]
+            n_layers = self._count(listing, folder, raw)
+            if n_layers:
+                counts[folder] = n_layers
+        if not counts:
+            return None
+        return Match(
+            tuple(sorted(counts)),
+            1.0,
+            f"config.yaml with model_kind: {self.model_kind} and its layer files ("
+            + ", ".join(f"{n} layers in {f or '.'}" for f, n in sorted(counts.items()))
+            + ")",
+            tuple(read),
+            counts,
+        )
+
+    def _count(self, listing: Sequence[str], folder: str, raw: Mapping[str, Any]) -> int:
+        raise NotImplementedError
 
     def _config(self, entry: SAEEntry, small: Mapping[str, Path]) -> dict[str, Any]:
         name = _join(entry.path, "config.yaml")
@@ -132,6 +193,12 @@ class CircuitTracerCLTFormat(_CircuitTracerFormat):
     kind = "clt"
     model_kind = "cross_layer_transcoder"
     summary = "circuit-tracer cross-layer transcoders (config.yaml, W_enc_{i}/W_dec_{i})"
+
+    def _count(self, listing: Sequence[str], folder: str, raw: Mapping[str, Any]) -> int:
+        """circuit-tracer counts the W_enc_{i} files; a gap makes the missing layer's
+        files an error naming them when that layer loads."""
+        found = layer_indices(listing, folder, _CLT_ENC)
+        return found[-1] + 1 if found else 0
 
     def layer_files(
         self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]
@@ -220,6 +287,13 @@ class CircuitTracerSetFormat(_CircuitTracerFormat):
     model_kind = "transcoder_set"
     summary = "circuit-tracer transcoder sets (config.yaml, layer_{i}.safetensors or hf:// list)"
 
+    def _count(self, listing: Sequence[str], folder: str, raw: Mapping[str, Any]) -> int:
+        listed = raw.get("transcoders")
+        if isinstance(listed, list):
+            return len(listed)
+        found = layer_indices(listing, folder, _SET_LAYER)
+        return found[-1] + 1 if found else 0
+
     def n_layers(self, release: Release, entry: SAEEntry, small_files: Mapping[str, Path]) -> int:
         listed = self._config(entry, small_files).get("transcoders")
         if listed is None:
@@ -249,7 +323,13 @@ class CircuitTracerSetFormat(_CircuitTracerFormat):
             )
         repo_id, path, revision = parse_hf_uri(uri, f"{where}: transcoders[{layer}]")
         parts = path.split("/")
-        if repo_id != release.repo_id or path.startswith("/") or ".." in parts:
+        if path.startswith("/") or ".." in parts or "\\" in path:
+            raise CanonicalFileError(
+                f"{where}: transcoders[{layer}] ({uri}) names a path leaving the repository"
+            )
+        if release.repo_id is None:  # a local copy of a repository: its files are here
+            return _join(entry.path, path)
+        if repo_id != release.repo_id:
             raise CanonicalFileError(
                 f"{where}: transcoders[{layer}] ({uri}) names a file outside the repository "
                 f"{release.repo_id}; saereg reads a release's files from its own repository"

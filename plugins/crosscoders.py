@@ -18,17 +18,21 @@ the files and are not applied.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from saereg.formats import (
     CanonicalFileError,
+    Match,
     MultiLayerFormat,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
+    folders_holding,
     hookimpl,
+    read_small_json,
 )
 
 from ._tensors import torch_load, uniform_dtype
@@ -55,6 +59,24 @@ class CkkissaneCrosscoderFormat(MultiLayerFormat):
 
     def n_layers(self, release: Release, entry: SAEEntry, small_files: Mapping[str, Path]) -> int:
         return N_MODELS
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders holding ``cc_weights.pt`` beside ``cfg.json``; certain when cfg.json
+        has the publisher's keys (``dict_size``, ``hook_point``)."""
+        folders = folders_holding(listing, "cc_weights.pt", "cfg.json")
+        if not folders:
+            return None
+        read = [_file(SAEEntry(id="-", path=f), "cfg.json") for f in folders]
+        configs = [read_small_json(read_small, name) for name in read]
+        sure = all(c is not None and {"dict_size", "hook_point"} <= set(c) for c in configs)
+        return Match(
+            tuple(folders),
+            1.0 if sure else 0.8,
+            "cc_weights.pt beside cfg.json"
+            + (" with dict_size and hook_point (a crosscoder over 2 models)" if sure else ""),
+            tuple(read),
+            {folder: N_MODELS for folder in folders},
+        )
 
     def layer_files(
         self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]

@@ -19,13 +19,15 @@ cache entry.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from saereg.formats import (
     CanonicalFileError,
+    Match,
     MultiLayerFormat,
+    ReadSmall,
     Release,
     RemoteFile,
     SAEEntry,
@@ -34,6 +36,7 @@ from saereg.formats import (
 
 from ._tensors import require, safetensors_arrays, sliced, transposed, uniform_dtype
 
+_LAYER_FILE = re.compile(r"^params_layer_(\d+)\.safetensors$")
 _TENSORS = frozenset(("w_enc", "w_dec", "b_enc", "b_dec", "threshold", "affine_skip_connection"))
 
 
@@ -59,6 +62,30 @@ class GemmaScope2CLTFormat(MultiLayerFormat):
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         return {"kind": "clt", "architecture": "jumprelu", "normalize_activations": "none"}
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders holding ``params_layer_{L}.safetensors`` (a name only these CLTs use):
+        one CLT per folder, as many layers as the highest L + 1 (a missing layer is an
+        error naming its file when it loads; w_dec's decoder count is checked against
+        the count in every layer file). Certain under Gemma Scope 2's ``clt/`` folder."""
+        found: dict[str, list[int]] = {}
+        for path in listing:
+            folder, _, leaf = path.rpartition("/")
+            match = _LAYER_FILE.match(leaf)
+            if match:
+                found.setdefault(folder, []).append(int(match.group(1)))
+        if not found:
+            return None
+        counts = {folder: max(layers) + 1 for folder, layers in found.items()}
+        named = all("clt" in folder.split("/") for folder in counts)
+        return Match(
+            tuple(sorted(counts)),
+            1.0 if named else 0.9,
+            "params_layer_{L}.safetensors (Gemma Scope 2 CLT: "
+            + ", ".join(f"{n} layers in {f or '.'}" for f, n in sorted(counts.items()))
+            + ")",
+            n_layers=counts,
+        )
 
     def layer_files(
         self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]
@@ -93,8 +120,9 @@ class GemmaScope2CLTFormat(MultiLayerFormat):
             )
         if w_dec.shape[1] != n_layers:
             raise CanonicalFileError(
-                f"{name}: w_dec has decoders to {w_dec.shape[1]} layers, but the release says "
-                f"n_layers={n_layers}"
+                f"{name}: w_dec has decoders to {w_dec.shape[1]} layers, but the CLT has "
+                f"n_layers={n_layers} (stated by the release, or counted from the "
+                "params_layer_{L} files of a folder); is a layer file missing, or the wrong one?"
             )
         tensors: dict[str, Any] = {
             "W_enc": w_enc,

@@ -35,7 +35,8 @@ _LAZY = {
     "load_sae": "saereg.loading",
     "load_config": "saereg.loading",
     "fetch_canonical": "saereg.loading",
-    "load_dictionary": "saereg.loading_layers",
+    "load_dictionary": "saereg.loading",
+    "fetch_dictionary": "saereg.loading",
     "CrossLayerTranscoder": "saereg.sae.clt",
     "CrossCoder": "saereg.sae.crosscoder",
     "TranscoderSet": "saereg.sae.transcoder_set",
@@ -81,6 +82,7 @@ __all__ = [
     "attach",
     "canonical_model",
     "fetch_canonical",
+    "fetch_dictionary",
     "get_model",
     "get_release",
     "hookimpl",
@@ -98,8 +100,13 @@ if TYPE_CHECKING:
     from saereg.catalogue.records import Release, SAEEntry
     from saereg.catalogue.resolver import ResolvedSAE, get_release, list_saes, resolve
     from saereg.formats import Format, RemoteFile, hookimpl
-    from saereg.loading import fetch_canonical, load_config, load_sae
-    from saereg.loading_layers import load_dictionary
+    from saereg.loading import (
+        fetch_canonical,
+        fetch_dictionary,
+        load_config,
+        load_dictionary,
+        load_sae,
+    )
     from saereg.sae.attach import AttachError, Attachment, attach
     from saereg.sae.clt import CrossLayerTranscoder
     from saereg.sae.crosscoder import CrossCoder

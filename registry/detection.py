@@ -18,6 +18,7 @@ repository ``hf:ORG/REPO`` + the path, at the commit the files came from.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -30,7 +31,14 @@ from typing import Any
 from saereg.base.errors import ArgumentError, SaeregError, UnknownReferenceError
 from saereg.catalogue.records import Release, SAEEntry, layer_of_hook
 from saereg.catalogue.refs import close_matches, parse_hf_reference
-from saereg.formats import SMALL_FILE_LIMIT, CanonicalFileError, Format, Match, get_registry
+from saereg.formats import (
+    SMALL_FILE_LIMIT,
+    CanonicalFileError,
+    Format,
+    Match,
+    MultiLayerFormat,
+    get_registry,
+)
 from saereg.store import hub_listing, local
 from saereg.store.fetch import FetchError, RemoteFile
 
@@ -198,6 +206,26 @@ def candidates(listing: Listing, fmt: str | None = None) -> list[Candidate]:
     return [Candidate(p, tuple(by_path[p])) for p in sorted(by_path)]
 
 
+def _dictionary(candidate: Candidate) -> bool:
+    """Whether the best claim on `candidate` is a multi-layer dictionary's folder."""
+    return isinstance(candidate.claims[0][0], MultiLayerFormat)
+
+
+def outermost(found: Sequence[Candidate]) -> list[Candidate]:
+    """`found` less what lies inside a multi-layer dictionary's folder: a folder that
+    holds a cross-layer transcoder, transcoder set or crosscoder names the dictionary;
+    its layers (which formats such as ``mntss_clt`` or ``mwhanna_transcoder`` also read
+    alone) are loaded by naming them (``sae=PATH``, or the layer's file)."""
+    folders = [c.path for c in found if _dictionary(c)]
+    if not folders:
+        return list(found)
+
+    def inside(path: str, folder: str) -> bool:
+        return folder == "" or path.startswith(folder + "/")
+
+    return [c for c in found if not any(inside(c.path, f) and c.path != f for f in folders)]
+
+
 def _no_sae(listing: Listing, fmt: str | None) -> UnknownReferenceError:
     names = sorted(get_registry().formats)
     if fmt is None and not listing.files:
@@ -234,6 +262,8 @@ def choose(
                 close_matches(sae, paths),
             )
         found = picked
+    else:
+        found = outermost(found)
     if not found:
         if fmt is not None and (listing.is_file or listing.repo_id is None):
             # the caller names the format; the file (or the folder) is the SAE
@@ -286,9 +316,14 @@ def resolve_source(
             raise ArgumentError(
                 f"{text} names revision {ref_revision!r} but revision={revision!r} was passed"
             )
+        path = "" if path == "." else path  # the repository itself (a dictionary's root)
         listing = hub_source_listing(repo_id, ref_revision or revision, path, text)
     chosen, _match, path = choose(listing, candidates(listing, fmt_name), fmt_name, sae)
     release, entry = _records(listing, chosen, path, given, model)
+    if isinstance(chosen, MultiLayerFormat):
+        layers = _match.n_layers.get(path) if _match is not None else None
+        entry = dataclasses.replace(entry, kind=chosen.kind, n_layers=layers)
+        return release, entry, chosen, listing.commit
     wrapped = DetectedFormat(chosen, listing)
     return release, entry, wrapped, listing.commit
 
@@ -298,6 +333,18 @@ def _records(
 ) -> tuple[Release, SAEEntry]:
     fields = {k: v for k, v in given.items() if k in ENTRY_OVERRIDES}
     if listing.repo_id is not None:
+        if not path and isinstance(fmt, MultiLayerFormat):  # a dictionary: the repository
+            release = Release(
+                name=HF_PREFIX + listing.repo_id,
+                format=fmt.name,
+                publisher=listing.repo_id.split("/", 1)[0],
+                model=model or "",
+                revision=listing.commit,
+                saes=(),
+                repo_id=listing.repo_id,
+            )
+            sae_id = "." + (f"~{_digest(fields)}" if fields else "")
+            return release, SAEEntry(id=sae_id, path=".", **fields)
         if not path:
             raise UnknownReferenceError(
                 f"{listing.label}: the SAE's files are at the top of {listing.repo_id}; saereg "
@@ -444,19 +491,19 @@ def detect_report(ref: str | os.PathLike[str], fmt: str | None = None) -> Report
         get_registry().format(fmt)
     if str(ref).strip().startswith(HF_PREFIX):
         repo_id, revision, path = parse_hf_reference(str(ref))
+        path = "" if path == "." else path
         listing = hub_source_listing(repo_id, revision, path, str(ref))
     else:  # anything else names a local file or folder (no catalogue to confuse it with)
         listing = local_listing(ref)
-    found = candidates(listing, fmt)
+    found = outermost(candidates(listing, fmt))
     if not found:
         raise _no_sae(listing, fmt)
     saes = []
     for c in found:
         claims = tuple((f.name, m.confidence, m.reason) for f, m in c.claims)
         if listing.repo_id is not None:
-            saes.append(
-                Found(c.path, f"hf:{listing.repo_id}@{listing.commit}/{c.path}", None, claims)
-            )
+            at = f"hf:{listing.repo_id}@{listing.commit}"
+            saes.append(Found(c.path, f"{at}/{c.path}" if c.path else at, None, claims))
             continue
         assert listing.root is not None
         here = listing.root / c.path if c.path else (listing.root if not listing.is_file else None)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -102,13 +102,16 @@ class Match:
     files sit at the top of the listing). `confidence` is in (0, 1]: about 0.9 when the
     format's own file names are all there, 1.0 when a config it read says so too, 0.5
     or less from a file name alone. `read` names the small files consulted; `reason` is
-    one line for `saereg detect`.
+    one line for `saereg detect`. A `MultiLayerFormat` also says, in `n_layers`, how
+    many layers each dictionary it found has (path → count, from the listing or its
+    config), which a catalogue entry states as ``n_layers``.
     """
 
     paths: tuple[str, ...]
     confidence: float
     reason: str
     read: tuple[str, ...] = ()
+    n_layers: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.confidence <= 1:

@@ -23,7 +23,7 @@ from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
 from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, get_registry
-from saereg.loading_layers import DictionaryError, load_dictionary
+from saereg.loading_layers import DictionaryError, fetch_layers, load_layers
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import (
@@ -225,9 +225,10 @@ def _fetch_canonical(
     quiet: bool | None,
     verify: bool,
     overrides: Mapping[str, Any],
+    resolved: tuple[Release, SAEEntry, Format | None, str | None] | None = None,
 ) -> Path:
     in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
-    release, entry, detected, revision = _resolve(ref, overrides, revision)
+    release, entry, detected, revision = resolved or _resolve(ref, overrides, revision)
     _single(release, entry)
     revision = expand_revision(release.repo_id, release.name, entry.id, revision)
     changed: list[str] = []  # publisher files found damaged: download them again
@@ -362,16 +363,79 @@ def _cache_hit(
     return True
 
 
-def catalogued_kind(ref: str | os.PathLike[str]) -> str | None:
-    """The kind of the catalogue entry `ref` names; None for a path or a reference the
-    catalogue does not list (those are read by detection)."""
-    if is_path_reference(ref):
-        return None
-    try:
-        _, entry = resolve_entry(str(ref))
-    except UnknownReferenceError:
-        return None
-    return entry.resolved_kind
+def reference_kind(
+    ref: str | os.PathLike[str], *, revision: str | None = None, **overrides: Any
+) -> str:
+    """What `ref` names: ``sae``, ``transcoder``, or a multi-layer kind (``clt``,
+    ``transcoder_set``, ``crosscoder``), from the catalogue or, for a local path or an
+    uncatalogued ``hf:`` repository, from format detection."""
+    return _resolve(ref, overrides, revision)[1].resolved_kind
+
+
+def fetch_dictionary(
+    ref: str | os.PathLike[str],
+    layers: Iterable[int] | int | None = None,
+    *,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+    verify: bool = False,
+    **overrides: Any,
+) -> list[Path]:
+    """Download and convert the asked-for layers of a multi-layer dictionary once (all
+    by default); their canonical layer files. `ref` and `overrides` are as for
+    `load_sae`."""
+    source = _source(ref, overrides, revision)
+    _, _, paths = fetch_layers(
+        str(ref),
+        [layers] if isinstance(layers, int) else layers,
+        revision=revision,
+        force=force,
+        quiet=quiet,
+        verify=verify,
+        source=source,
+    )
+    return paths
+
+
+def load_dictionary(
+    ref: str | os.PathLike[str],
+    *,
+    layers: Iterable[int] | int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    quiet: bool | None = None,
+    verify: bool = False,
+    **overrides: Any,
+) -> MultiLayerDictionary | CrossCoder:
+    """Load a multi-layer dictionary: a cross-layer transcoder (`CrossLayerTranscoder`)
+    or transcoder set (`TranscoderSet`), all layers or only `layers`, each memory-mapped
+    from its own cache file onto `device` in `dtype`; or a crosscoder (`CrossCoder`,
+    always whole). `ref` and `overrides` are as for `load_sae`, which returns the same
+    for these references; this one refuses anything else."""
+    device, dtype = check_device(device), check_dtype(dtype)  # before any download
+    source = _source(ref, overrides, revision)
+    return load_layers(
+        str(ref),
+        layers=layers,
+        device=device,
+        dtype=dtype,
+        revision=revision,
+        force=force,
+        quiet=quiet,
+        verify=verify,
+        source=source,
+    )
+
+
+def _source(
+    ref: str | os.PathLike[str], overrides: Mapping[str, Any], revision: str | None
+) -> tuple[Release, SAEEntry, Format, str | None]:
+    """(release, entry, format, revision) for loading_layers."""
+    release, entry, detected, revision = _resolve(ref, overrides, revision)
+    return release, entry, detected or get_registry().format(release.format), revision
 
 
 def load_sae(
@@ -410,9 +474,13 @@ def load_sae(
     from saereg.sae.module import SAE  # torch: imported only when a module is built
 
     device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    kind = catalogued_kind(ref)
+    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
+    resolved = _resolve(ref, overrides, revision)
+    kind = resolved[1].resolved_kind
     if kind in DICTIONARY_KINDS:
-        return load_dictionary(
+        release, entry, detected, source_revision = resolved
+        fmt = detected or get_registry().format(release.format)
+        return load_layers(
             str(ref),
             layers=layers,
             device=device,
@@ -421,15 +489,15 @@ def load_sae(
             force=force,
             quiet=quiet,
             verify=verify,
+            source=(release, entry, fmt, source_revision),
         )
     if layers is not None:
         raise DictionaryError(
-            f"{ref} is a single {kind or 'SAE'}; layers= selects layers of a "
-            "multi-layer dictionary (kind clt or transcoder_set)"
+            f"{ref} is a single {kind}; layers= selects layers of a multi-layer dictionary "
+            f"(kind {', '.join(DICTIONARY_KINDS)})"
         )
-    path = fetch_canonical(
-        ref, revision=revision, force=force, quiet=quiet, verify=verify, **overrides
-    )
+    path = _fetch_canonical(ref, revision, force, quiet, verify, overrides, resolved)
+    mark_used(path)  # for `saereg cache ls` / `prune --older-than`
     return SAE.load(path, device=device, dtype=dtype)
 
 

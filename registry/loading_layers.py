@@ -22,12 +22,12 @@ from saereg.base.version import __version__
 from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import Release, SAEEntry
 from saereg.catalogue.resolver import resolve_entry
-from saereg.formats import MultiLayerFormat, get_registry
+from saereg.formats import Format, MultiLayerFormat, get_registry
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path
 from saereg.store.digest import stored_digest, tensor_digest
-from saereg.store.fetch import fetch_files, known_revision, show_progress
+from saereg.store.fetch import content_revision, show_progress
 from saereg.store.in_place import missing_sources, plan_in_place
 from saereg.store.integrity import source_problems
 from saereg.store.layer_config import (
@@ -36,11 +36,15 @@ from saereg.store.layer_config import (
     read_layer_config,
     write_layer,
 )
+from saereg.store.local import fetch_files, known_revision
 from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
 
 if TYPE_CHECKING:
     import torch
+
+    #: What a reference resolved to: (release, entry, format, revision to fetch).
+    Source = tuple[Release, SAEEntry, Format, str | None]
 
     from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.multilayer import MultiLayerDictionary
@@ -79,13 +83,22 @@ def fetch_layers(
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    source: Source | None = None,
 ) -> tuple[Release, SAEEntry, list[Path]]:
     """Download and convert the asked-for layers of `ref` once; their cache files. With
     `verify`, a cached layer is served only if its tensor bytes match the digest in its
-    header and the publisher files it reads in place their recorded sha256 (full reads)."""
-    release, entry = resolve_entry(ref)
+    header and the publisher files it reads in place their recorded sha256 (full reads).
+
+    `ref` is a catalogue reference, unless `source` gives what `ref` resolved to
+    elsewhere (a local folder or uncatalogued repository read by saereg.detection: its
+    release, entry, format and revision)."""
+    if source is None:
+        release, entry = resolve_entry(ref)
+        fmt: Format = get_registry().format(release.format)
+    else:
+        release, entry, fmt, source_revision = source
+        revision = revision or source_revision
     where = f"{release.name}/{entry.id}"
-    fmt = get_registry().format(release.format)
     if not isinstance(fmt, MultiLayerFormat) or entry.resolved_kind not in LAYERED_KINDS:
         raise DictionaryError(
             f"{where} is a {entry.resolved_kind}, not a multi-layer dictionary of a kind "
@@ -97,8 +110,12 @@ def fetch_layers(
             f"{where} is a crosscoder: each latent reads all its sites at once, so it loads "
             "whole (leave out layers=)"
         )
+    # A local folder's (or plain URL's) revision is a digest of the files read: each
+    # layer's is its own files' and the small files' together, so a changed layer file
+    # converts that layer again.
+    per_file = release.repo_id is None
     small_files = fmt.files(release, entry)
-    known = known_revision(release, small_files, revision)
+    known = None if per_file else known_revision(release, small_files, revision)
     if known is not None and not force and entry.n_layers is not None:
         wanted = [0] if whole else check_layers(layers, entry.n_layers, where)
         paths = [canonical_cache_path(release.name, layer_id(entry, i), known) for i in wanted]
@@ -116,7 +133,7 @@ def fetch_layers(
     paths = []
     for i in wanted:
         changed: list[str] = []  # publisher files found damaged: download them again
-        if small.revision is not None:  # else known once the layer's files are fetched
+        if small.revision is not None and not per_file:  # else known once they are fetched
             target = canonical_cache_path(release.name, layer_id(entry, i), small.revision)
             if not force and _cache_hit(
                 target,
@@ -139,10 +156,14 @@ def fetch_layers(
             force=force or bool(changed),
             quiet=quiet,
         )
-        if small.revision is None:
-            target = canonical_cache_path(release.name, layer_id(entry, i), fetched.revision)
+        layer_revision = fetched.revision
+        if per_file:
+            digests = [*small.sha256.values(), *fetched.sha256.values()]
+            layer_revision = content_revision(digests)
+        if small.revision is None or per_file:
+            target = canonical_cache_path(release.name, layer_id(entry, i), layer_revision)
             if not force and _cache_hit(
-                target, release, entry, i, fetched.revision, warn=True, verify=verify
+                target, release, entry, i, layer_revision, warn=not per_file, verify=verify
             ):
                 paths.append(target)
                 continue
@@ -150,7 +171,7 @@ def fetch_layers(
         hashes = {**small.sha256, **fetched.sha256}
         try:
             converted, tensors = fmt.convert_layer(release, entry, i, n_layers, local)
-            cfg = _layer_config(fmt, release, entry, converted, hashes, fetched.revision)
+            cfg = _layer_config(fmt, release, entry, converted, hashes, layer_revision)
             storage, tensors = plan_in_place(
                 tensors, local, hashes, release.repo_id, fetched.revision
             )
@@ -262,7 +283,7 @@ def _hf_sites(release: Release, names: Sequence[str | None]) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def load_dictionary(
+def load_layers(
     ref: str,
     *,
     layers: Iterable[int] | int | None = None,
@@ -272,11 +293,14 @@ def load_dictionary(
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    source: Source | None = None,
 ) -> MultiLayerDictionary | CrossCoder:
     """Load a catalogued cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`)
     or transcoder set (`saereg.sae.transcoder_set.TranscoderSet`), all layers or only
     `layers`, each memory-mapped from its own cache file onto `device` in `dtype`; or a
-    crosscoder (`saereg.sae.crosscoder.CrossCoder`, one file, always whole)."""
+    crosscoder (`saereg.sae.crosscoder.CrossCoder`, one file, always whole). `source`:
+    as for `fetch_layers` (`saereg.load_sae` passes it for local folders and
+    uncatalogued repositories)."""
     from saereg.sae.clt import CrossLayerTranscoder  # torch: imported when a module is built
     from saereg.sae.crosscoder import CrossCoder  # torch
     from saereg.sae.transcoder_set import TranscoderSet  # torch
@@ -285,7 +309,7 @@ def load_dictionary(
     if isinstance(layers, int):
         layers = [layers]
     release, _, paths = fetch_layers(
-        ref, layers, revision=revision, force=force, quiet=quiet, verify=verify
+        ref, layers, revision=revision, force=force, quiet=quiet, verify=verify, source=source
     )
     first = read_layer_config(paths[0])
     classes = {"clt": CrossLayerTranscoder, "transcoder_set": TranscoderSet}
@@ -299,4 +323,4 @@ def load_dictionary(
     )
 
 
-__all__ = ["DictionaryError", "fetch_layers", "load_dictionary"]
+__all__ = ["DictionaryError", "fetch_layers", "load_layers"]

@@ -10,6 +10,7 @@ keyword overrides, exactly what the case's release entry states.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pkgutil
@@ -68,7 +69,7 @@ def _overrides(case: LayoutCase, catalogued: Any) -> dict[str, Any]:
     the publisher's path and repository names (which a renamed folder no longer has)."""
     out = {k: v for k, v in case.sae.items() if k in _OVERRIDES}
     for key in ("hook_name", "hook_name_out", "hf_hook_name"):
-        value = getattr(catalogued.cfg, key)
+        value = getattr(catalogued.cfg, key, None)  # (a multi-layer dictionary has none)
         if value is not None:
             out.setdefault(key, value)
     if case.release.get("model"):
@@ -81,9 +82,15 @@ def _overrides(case: LayoutCase, catalogued: Any) -> dict[str, Any]:
 _METADATA = ("hook_name", "hook_name_out", "hook_layer", "hf_hook_name", "context_size", "dataset")
 
 
+def _config(cfg: Any) -> dict[str, Any]:
+    """An SAE's canonical config, or a multi-layer dictionary's, as a dict."""
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+
+
 def _same(loaded: Any, catalogued: Any, case: LayoutCase) -> None:
-    a, b = loaded.cfg.to_dict(), catalogued.cfg.to_dict()
-    for key in ("source", "storage", "model", "model_hub_id", "hf_hook", "hf_hook_out"):
+    a, b = _config(loaded.cfg), _config(catalogued.cfg)
+    hf_sites = ("hf_hook", "hf_hook_out", "hf_hooks", "hf_hooks_out")
+    for key in ("source", "storage", "model", "model_hub_id", *hf_sites):
         a.pop(key, None)
         b.pop(key, None)
     for key in _METADATA:
@@ -117,9 +124,11 @@ def test_every_format_loads_by_path_as_through_the_catalogue(
     loaded = saereg.load_sae(target, dtype="float64", **pick, **_overrides(case, catalogued))
     _same(loaded, catalogued, case)
     assert loaded.cfg.source["release"] == "local"
-    # A second load is a cache hit: the same canonical file, no conversion.
-    again = saereg.fetch_canonical(target, **pick, **_overrides(case, catalogued))
-    assert again == saereg.fetch_canonical(target, **pick, **_overrides(case, catalogued))
+    # A second load is a cache hit: the same canonical file(s), no conversion.
+    multi = case.sae.get("kind") in ("clt", "transcoder_set", "crosscoder")
+    fetch = saereg.fetch_dictionary if multi else saereg.fetch_canonical
+    again = fetch(target, **pick, **_overrides(case, catalogued))
+    assert again == fetch(target, **pick, **_overrides(case, catalogued))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +148,15 @@ def test_uncatalogued_repository_loads_online_and_offline(
     monkeypatch.delenv("SAEREG_RELEASES")
     monkeypatch.setenv("SAEREG_CACHE", str(shared_cache))
     repo = "someone-else/" + case.repo_id.rsplit("/", 1)[-1]  # keeps the publisher's name
-    hubenv.hub.add_commit(repo, case.files)
+    # (a circuit-tracer config.yaml names its files as hf://REPO/PATH: this repository's)
+    own = case.repo_id.encode()
+    hubenv.hub.add_commit(
+        repo,
+        {
+            p: b.replace(own, repo.encode()) if p.endswith(".yaml") else b
+            for p, b in case.files.items()
+        },
+    )
     ref = f"hf:{repo}/{case.sae['path']}"
     overrides = _overrides(case, catalogued)
     loaded = saereg.load_sae(ref, dtype="float64", **overrides)
@@ -233,7 +250,8 @@ def test_every_format_detects_its_layout(case: LayoutCase) -> None:
     found = _detect(list(case.files), small)
     assert found, f"nothing detects {case.format}"
     best_conf = found[0][1].confidence
-    best = [name for name, m in found if m.confidence == best_conf and case.sae["path"] in m.paths]
+    path = "" if case.sae["path"] == "." else case.sae["path"]  # "": the listing's root
+    best = [name for name, m in found if m.confidence == best_conf and path in m.paths]
     assert best == [case.format], found
 
 

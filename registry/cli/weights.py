@@ -12,8 +12,7 @@ from saereg.base.errors import SaeregError
 from saereg.catalogue.records import DICTIONARY_KINDS
 from saereg.cli.detect import add_source_options, source_overrides
 from saereg.cli.output import EXIT_OK, EXIT_USAGE, Subparsers, print_json
-from saereg.loading import catalogued_kind, fetch_canonical
-from saereg.loading_layers import fetch_layers
+from saereg.loading import fetch_canonical, fetch_dictionary, reference_kind
 from saereg.store.canonical import export_saelens, read_config
 from saereg.store.export_sparsify import export_sparsify
 from saereg.store.in_place import read_tensors, referenced
@@ -23,7 +22,9 @@ from saereg.store.tensors import CODE_OF, read_header
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    if args.layers is not None or catalogued_kind(args.ref) in DICTIONARY_KINDS:
+    overrides = source_overrides(args)
+    kind = reference_kind(args.ref, revision=args.revision, **overrides)
+    if args.layers is not None or kind in DICTIONARY_KINDS:
         return _fetch_layers(args)
     path = fetch_canonical(
         args.ref,
@@ -43,12 +44,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def _fetch_layers(args: argparse.Namespace) -> int:
     """A multi-layer dictionary: one canonical file per layer, all or `--layers`."""
-    _, _, paths = fetch_layers(
+    paths = fetch_dictionary(
         args.ref,
         args.layers,
         revision=args.revision,
         force=args.force,
         quiet=True if args.quiet else None,
+        verify=args.verify,
+        **source_overrides(args),
     )
     if args.json:
         print_json([{"path": str(p), "config": read_layer_config(p).to_dict()} for p in paths])
