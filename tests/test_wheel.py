@@ -90,7 +90,7 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
         env=env,
     )
     assert validated.returncode == 0, validated.stdout[-2000:]
-    assert "OK: 190 release files, 0 errors" in validated.stdout
+    assert "OK: 199 release files, 0 errors" in validated.stdout
     plugins = subprocess.run(
         [str(saereg_cli), "plugins"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
