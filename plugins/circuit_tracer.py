@@ -243,8 +243,9 @@ class CircuitTracerCLTFormat(_CircuitTracerFormat):
         if w_dec.shape[1] != n_layers - i:
             raise CanonicalFileError(
                 f"{dec_file}: W_dec_{i} holds decoders to {w_dec.shape[1]} target layers, but "
-                f"layer {i} of a {n_layers}-layer CLT writes to {n_layers - i} (the release "
-                f"says n_layers={n_layers}; is the release or the file wrong?)"
+                f"layer {i} of a {n_layers}-layer CLT writes to {n_layers - i} (n_layers="
+                f"{n_layers}: stated by the release, or counted from a folder's W_enc_{{i}} "
+                "files; is a layer file missing, or the release or the file wrong?)"
             )
         tensors: dict[str, Any] = {
             "W_enc": transposed(w_enc),

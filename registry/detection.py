@@ -470,6 +470,8 @@ class Found:
     ref: str
     sae: str | None  # the `sae=` keyword the reference needs, if any
     claims: tuple[tuple[str, float, str], ...]  # (format, confidence, reason), best first
+    kind: str | None = None  # a multi-layer dictionary's kind (clt, transcoder_set, ...)
+    n_layers: int | None = None  # and its layer (or site) count
 
 
 @dataclass(frozen=True)
@@ -501,17 +503,22 @@ def detect_report(ref: str | os.PathLike[str], fmt: str | None = None) -> Report
     saes = []
     for c in found:
         claims = tuple((f.name, m.confidence, m.reason) for f, m in c.claims)
+        best, match = c.claims[0]
+        layered: dict[str, Any] = {}
+        if isinstance(best, MultiLayerFormat):
+            layered = {"kind": best.kind, "n_layers": match.n_layers.get(c.path)}
         if listing.repo_id is not None:
             at = f"hf:{listing.repo_id}@{listing.commit}"
-            saes.append(Found(c.path, f"{at}/{c.path}" if c.path else at, None, claims))
+            ref_ = f"{at}/{c.path}" if c.path else at
+            saes.append(Found(c.path, ref_, None, claims, **layered))
             continue
         assert listing.root is not None
         here = listing.root / c.path if c.path else (listing.root if not listing.is_file else None)
         if here is not None and here.exists():
-            saes.append(Found(c.path, str(here), None, claims))
+            saes.append(Found(c.path, str(here), None, claims, **layered))
         else:  # a path that is no file (a layer of a cross-layer transcoder), or the file's folder
             target = listing.root if not listing.is_file else listing.root / listing.target
-            saes.append(Found(c.path, str(target), c.path or None, claims))
+            saes.append(Found(c.path, str(target), c.path or None, claims, **layered))
     return Report(
         str(ref),
         listing.repo_id,

@@ -11,7 +11,11 @@ per-layer ``mwhanna_transcoder`` format also reads), ``layers=``, `saereg detect
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import stat
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +186,24 @@ def test_layer_files_that_disagree_are_one_error_naming_the_file(tmp_path: Path)
     clt = _write(gs2, tmp_path / "gs2") / "clt" / "width_test"
     with pytest.raises(saereg.SaeregError, match=r"params_layer_0\.safetensors: w_dec has"):
         saereg.load_sae(clt)
+
+
+def test_layer_files_honour_the_umask_and_publisher_headers_are_checked(tmp_path: Path) -> None:
+    folder = _write(clt_files(), tmp_path / "clt")
+    old = os.umask(0o002)
+    try:
+        paths = saereg.fetch_dictionary(folder, [0])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(paths[0].stat().st_mode) == 0o664  # a colleague may read it
+    # A publisher layer file whose header points past its data: refused before any read.
+    damaged = folder / "W_enc_1.safetensors"
+    raw = damaged.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"][1] += 4096
+    text = json.dumps(header).encode()
+    damaged.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])
+    with pytest.raises(saereg.SaeregError, match=r"W_enc_1\.safetensors"):
+        saereg.load_sae(folder, layers=[1])

@@ -78,6 +78,10 @@ def snippet(report: Report, found: Found, cfg: SAEConfig | None, fmt: str) -> di
     """A release file around one SAE: what the files said, TODO where a person must look."""
     path = found.path or (report.root or "TODO").rstrip("/").rsplit("/", 1)[-1]
     entry: dict[str, Any] = {"id": path, "path": path}
+    if found.kind is not None:  # a multi-layer dictionary: the folder (or repository) itself
+        entry = {"id": found.kind, "path": found.path or ".", "kind": found.kind}
+        if found.n_layers:
+            entry["n_layers"] = found.n_layers
     if cfg is not None:
         norm, factor = _normalize_field(cfg)
         entry.update(
@@ -115,7 +119,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     configs: dict[str, SAEConfig | None] = {}
     problems: dict[str, str] = {}
     chosen = [f for f in report.saes if overrides.get("sae") in (None, f.path)]
-    if single and chosen:
+    if single and chosen and chosen[0].kind is not None:
+        configs[chosen[0].path] = None  # a dictionary: its layers convert when loaded
+    elif single and chosen:
         found = chosen[0]
         extra = {k: v for k, v in overrides.items() if k != "sae"}
         if found.sae is not None:
@@ -141,6 +147,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         "path": f.path,
                         "ref": f.ref,
                         "sae": f.sae,
+                        "kind": f.kind,
+                        "n_layers": f.n_layers,
                         "formats": [
                             {"format": n, "confidence": c, "reason": r} for n, c, r in f.claims
                         ],
@@ -171,7 +179,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return EXIT_OK
     path, cfg = next(iter(configs.items()))
     found = next(f for f in report.saes if f.path == path)
-    if cfg is None:
+    if found.kind is not None:
+        print(
+            f"  a {found.kind} of {found.n_layers or 'several'} "
+            f"{'sites' if found.kind == 'crosscoder' else 'layers'}: load_sae returns the "
+            "whole dictionary"
+            + ("" if found.kind == "crosscoder" else " (layers=[...] loads a subset)")
+        )
+    elif cfg is None:
         print(f"  its config could not be read: {problems[path]}")
     else:
         print(
