@@ -205,6 +205,36 @@ def test_unknown_format(tmp_path: Path) -> None:
     ) in result.stdout
 
 
+def test_kind_the_format_cannot_produce(tmp_path: Path) -> None:
+    # A single-SAE format asked for a cross-layer transcoder.
+    text = GOOD.format(name="kinds", np="gpt2-small/1-test").replace(
+        "  hook_layer: 1\n", "  hook_layer: 1\n  kind: clt\n  n_layers: 12\n"
+    )
+    path = write(tmp_path / "kinds.yaml", text)
+    result = validate(path)
+    assert result.returncode == 1
+    assert (
+        f"- {path}:17: error [kind] $.saes[0].kind: SAE 'blocks.1.hook_resid_pre': kind 'clt' "
+        "is a multi-layer dictionary, but format 'saelens' reads single SAEs and transcoders; "
+        "use a format that reads whole clt dictionaries (circuit_tracer_clt, "
+        "gemma_scope_2_clt) or drop kind"
+    ) in result.stdout
+    # A multi-layer format whose entry does not say its kind (inherited from defaults here).
+    text = (
+        GOOD.format(name="kinds", np="gpt2-small/1-test")
+        .replace("format: saelens", "format: circuit_tracer_set")
+        .replace("  normalize_activations: none\n", "  normalize_activations: none\n  kind: clt\n")
+    )
+    path = write(tmp_path / "kinds.yaml", text)
+    result = validate(path)
+    assert result.returncode == 1
+    assert (
+        f"- {path}:12: error [kind] $.defaults.kind: SAE 'blocks.1.hook_resid_pre': format "
+        "'circuit_tracer_set' reads whole multi-layer dictionaries of kind 'transcoder_set', "
+        "but the entry's kind is 'clt'; write kind: transcoder_set (and n_layers)"
+    ) in result.stdout
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from saereg.catalogue.model_lint import check_models_table, lint_model
-from saereg.catalogue.records import INHERITABLE, REQUIRED_SAE_FIELDS, layer_of_hook
+from saereg.catalogue.records import (
+    DICTIONARY_KINDS,
+    INHERITABLE,
+    REQUIRED_SAE_FIELDS,
+    kind_of,
+    layer_of_hook,
+)
 from saereg.catalogue.refs import close_matches
 from saereg.catalogue.release_check import unsafe_path
 from saereg.catalogue.release_dirs import MODELS_FILE, release_files
@@ -66,8 +72,15 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]) -> None:
-    """Checks on one structurally valid (migrated) release document."""
+def lint_release(
+    parsed: ParsedFile,
+    doc: dict[str, Any],
+    formats: Iterable[str],
+    dictionary_kinds: Mapping[str, str] | None = None,
+) -> None:
+    """Checks on one structurally valid (migrated) release document. `dictionary_kinds`
+    maps each multi-layer format to the kind it produces (the other formats produce
+    single SAEs and transcoders); None skips the kind check."""
     file = parsed.file
     add = parsed.findings.append
 
@@ -147,6 +160,15 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
                 "nor in defaults); write null where upstream does not publish a value",
                 "missing-field",
             )
+        if dictionary_kinds is not None and doc["format"] in known:
+            problem = _kind_problem(doc["format"], values, dictionary_kinds)
+            if problem:
+                where = (
+                    (*here, "kind")
+                    if "kind" in sae
+                    else (("defaults", "kind") if "kind" in defaults else here)
+                )
+                at(where, f"SAE {sae_id!r}: {problem}", "kind")
         hook = values.get("hook_name")
         layer = values.get("hook_layer")
         if isinstance(hook, str) and layer is not None:
@@ -187,19 +209,41 @@ def lint_release(parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str]
     lint_model(parsed, doc)
 
 
+def _kind_problem(fmt: str, values: Mapping[str, Any], dictionary_kinds: Mapping[str, str]) -> str:
+    """Why an entry's kind is one its format cannot produce ("" if it can)."""
+    kind = kind_of(values.get("kind"), values.get("architecture"))
+    makes = dictionary_kinds.get(fmt)
+    if makes is not None and kind != makes:
+        return (
+            f"format {fmt!r} reads whole multi-layer dictionaries of kind {makes!r}, but the "
+            f"entry's kind is {kind!r}; write kind: {makes} (and n_layers)"
+        )
+    if makes is None and kind in DICTIONARY_KINDS:
+        readers = sorted(f for f, k in dictionary_kinds.items() if k == kind)
+        return (
+            f"kind {kind!r} is a multi-layer dictionary, but format {fmt!r} reads single SAEs "
+            f"and transcoders; use a format that reads whole {kind} dictionaries ("
+            + (", ".join(readers) or "none is installed")
+            + ") or drop kind"
+        )
+    return ""
+
+
 def validate_paths(
     paths: Sequence[Path],
     formats: Iterable[str],
     *,
     catalogue: Mapping[str, str] | None = None,
     catalogue_neuronpedia: Mapping[str, tuple[str, str]] | None = None,
+    dictionary_kinds: Mapping[str, str] | None = None,
 ) -> ValidationResult:
     """Validate release files (directories are expanded to their *.yaml files).
 
     Cross-file checks (unique release names, unique Neuronpedia ids) run over the given
     files and against the rest of the catalogue: `catalogue` maps release name → file and
     `catalogue_neuronpedia` maps Neuronpedia id → (release, SAE id). Entries that come
-    from one of the files being validated are ignored there.
+    from one of the files being validated are ignored there. `dictionary_kinds`: as for
+    `lint_release`.
     """
     formats = list(formats)
     result = ValidationResult()
@@ -228,10 +272,10 @@ def validate_paths(
         doc = check_schema(parsed, invalid_too=True) if parsed.doc is not None else None
         schema_errors = [f for f in parsed.findings[before:] if f.severity == "error"]
         if doc is not None and not schema_errors:
-            lint_release(parsed, doc, formats)
+            lint_release(parsed, doc, formats, dictionary_kinds)
             _cross_file(parsed, doc, names, neuronpedia)
         elif doc is not None:
-            _lint_despite_schema_errors(parsed, doc, formats, schema_errors)
+            _lint_despite_schema_errors(parsed, doc, formats, schema_errors, dictionary_kinds)
         result.files.append(str(path))
         result.findings.extend(parsed.findings)
     for table in (t for t in tables if t.is_file()):
@@ -240,14 +284,18 @@ def validate_paths(
 
 
 def _lint_despite_schema_errors(
-    parsed: ParsedFile, doc: dict[str, Any], formats: Iterable[str], errors: list[Finding]
+    parsed: ParsedFile,
+    doc: dict[str, Any],
+    formats: Iterable[str],
+    errors: list[Finding],
+    dictionary_kinds: Mapping[str, str] | None = None,
 ) -> None:
     """The reviewer's lints on a file that breaks the schema, so one run reports both.
     The lints expect a valid document: they stop quietly at the first part whose shape
     the schema already reported, and say nothing again about a path it reported."""
     before = len(parsed.findings)
     with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError, IndexError):
-        lint_release(parsed, doc, formats)
+        lint_release(parsed, doc, formats, dictionary_kinds)
     reported = {f.json_path for f in errors}
     linted = parsed.findings[before:]
     del parsed.findings[before:]

@@ -16,7 +16,7 @@ from saereg.catalogue.migrations import CURRENT_SCHEMA, migrate
 from saereg.catalogue.release_dirs import builtin_release_dir, release_dirs
 from saereg.catalogue.safeyaml import decode, load_yaml
 from saereg.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Subparsers, print_json
-from saereg.formats import get_registry
+from saereg.formats import MultiLayerFormat, get_registry
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -37,8 +37,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             by_np = index.by_neuronpedia()
         except SaeregError:  # a broken catalogue file is reported when it is validated itself
             pass
+    kinds = {n: f.kind for n, f in registry.formats.items() if isinstance(f, MultiLayerFormat)}
     result = validate_paths(
-        paths, registry.formats, catalogue=catalogue, catalogue_neuronpedia=by_np
+        paths,
+        registry.formats,
+        catalogue=catalogue,
+        catalogue_neuronpedia=by_np,
+        dictionary_kinds=kinds,
     )
     if args.json:
         print_json(
