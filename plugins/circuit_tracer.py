@@ -20,10 +20,13 @@ circuit-tracer's `load_transcoders` (utils/hf_utils.py) reads them.
   d_model]`` (skip = x @ W_skipᵀ).
 
 **What is lost / refused.** circuit-tracer counts a CLT's layers by globbing the folder;
-a release states ``n_layers`` instead, and a layer file whose decoder count disagrees
-with it is an error naming the file. ``transcoders:`` entries naming another repository,
-a local path, or a path leaving the repository are refused (saereg fetches a release's
-files from its own repository at one revision). circuit-tracer's CLT skip connection
+a release states ``n_layers`` instead (detection, for a folder or repository no release
+describes, counts the ``W_enc_{i}`` files as circuit-tracer does), and a layer file
+whose decoder count disagrees with it is an error naming the file. ``transcoders:``
+entries naming another repository, a local path, or a path leaving the repository are
+refused (saereg fetches a release's files from its own repository at one revision); in
+a local folder (a downloaded copy) ``hf://REPO/PATH`` is read as ``PATH`` inside it.
+circuit-tracer's CLT skip connection
 (``W_skip [n_layers, d_model, d_model]``, ``x @ W_skip``) is never written by its
 ``to_safetensors``, so no published CLT in this layout has one; the canonical layer
 keeps the slot (``W_skip``, ``x @ W_skipᵀ``) for Gemma Scope 2's ``affine_skip_connection``.
