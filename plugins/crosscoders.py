@@ -13,6 +13,32 @@ y = einsum(f, W_dec) + b_dec; canonical tensors keep these orientations, sites f
 **What is lost.** Nothing of the math. The publisher's notebook folds per-model
 activation scaling factors into the weights after loading; those are not published in
 the files and are not applied.
+
+``dictionary_learning_crosscoder``: dictionary_learning's ``CrossCoder`` and
+``BatchTopKCrossCoder`` (the science-of-finetuning fork,
+https://github.com/science-of-finetuning/dictionary_learning/blob/173f7facbe80f16c837e7b5e4dca78a50c000115/dictionary_learning/dictionary.py).
+The entry's path is a folder holding ``config.json`` and either ``model_final.pt`` (the
+trainer's save: a state dict, read with weights_only=True, beside ``{"trainer":
+{"dict_class": "CrossCoder" | "BatchTopKCrossCoder", ...}}``) or ``model.safetensors``
+(``push_to_hub``/``save_pretrained`` of its hub mixin, beside the constructor's
+arguments ``activation_dim``, ``dict_size``, ``num_layers``, ``code_normalization``, …).
+Tensors: ``encoder.weight [L, d, F]``, ``encoder.bias [F]``, ``decoder.weight [L, F, d]``,
+``decoder.bias [L, d]``, optional ``code_normalization_id``, input-normalisation buffers
+(``activation_mean``/``activation_std [L, d]``, ``activation_global_scale [L]``,
+``target_rms``; NaN means none) and, for BatchTopK, ``k`` and a scalar ``threshold``.
+Their math: f = ReLU(Σ_l x̃_l W_l + b), x̃ = (x - mean) · global_scale; BatchTopK at
+inference keeps f_j where f_j · c_j > threshold, c the code normalization (CROSSCODER:
+Σ_l ‖W_dec[l, j]‖; SAE: ‖W_dec[:, j]‖; MIXED: α_sae·SAE + α_cc·CROSSCODER; NONE: 1);
+y_l = f W_dec[l] + b_dec[l], then y / (global_scale + 1e-8) + mean. Canonical: the
+same tensors (W_dec as [F, L, d]), c as ``code_norm`` (computed with their ops in the
+checkpoint's dtype), the threshold repeated per latent, the normalisation as
+``activation_mean``/``activation_scale`` (saereg.sae.crosscoder).
+
+**What is refused** (a clear error naming the field): DECOUPLED code normalization
+(per-site latents and thresholds), ``encoder_layers``, ``num_decoder_layers`` other than
+``num_layers``, a ``latent_processor``. A hub checkpoint's class is not recorded: one
+saving ``threshold`` and ``k`` reads as a BatchTopKCrossCoder. The sites' hook names
+come from the release entry (the files do not name them).
 """
 
 from __future__ import annotations
@@ -35,7 +61,7 @@ from saereg.formats import (
     read_small_json,
 )
 
-from ._tensors import torch_load, uniform_dtype
+from ._tensors import read_json, torch_load, uniform_dtype
 
 N_MODELS = 2  # the publisher's CrossCoder hard-codes a pair of models
 _TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
@@ -142,6 +168,327 @@ class CkkissaneCrosscoderFormat(MultiLayerFormat):
         return config, uniform_dtype(config, tensors)
 
 
+# ---------------------------------------------------------------------------------------
+# dictionary_learning's crosscoders (the science-of-finetuning fork of
+# saprmarks/dictionary_learning), read from dictionary_learning/dictionary.py at commit
+# 173f7facbe80f16c837e7b5e4dca78a50c000115 (CrossCoder, BatchTopKCrossCoder,
+# NormalizableMixin, CodeNormalization) and training.py / trainers/crosscoder.py there
+# (how they are saved). PyPI dictionary-learning 0.1.0 has no crosscoder.
+
+DL_TRAINER_WEIGHTS = "model_final.pt"  # training.save_model(..., "model_final.pt")
+DL_HUB_WEIGHTS = "model.safetensors"  # PyTorchModelHubMixin.save_pretrained
+DL_CONFIG = "config.json"
+DL_CLASSES = ("CrossCoder", "BatchTopKCrossCoder")
+#: CodeNormalization's values (enum.auto(), from 1), as saved in code_normalization_id.
+CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DECOUPLED"}
+_DL_KEYS = {
+    "encoder.weight",
+    "encoder.bias",
+    "decoder.weight",
+    "decoder.bias",
+    "code_normalization_id",
+    "target_rms",
+    "activation_mean",
+    "activation_std",
+    "activation_global_scale",
+    "k",
+    "threshold",
+}
+
+
+def _hub_config(cfg: Mapping[str, Any]) -> bool:
+    """The hub mixin's config.json: the crosscoder's constructor arguments."""
+    return {"activation_dim", "dict_size", "num_layers"} <= set(cfg) and "trainer" not in cfg
+
+
+def _trainer_config(cfg: Mapping[str, Any]) -> bool:
+    """training.py's config.json: {"trainer": {"dict_class": ..., ...}, "buffer": ...}."""
+    trainer = cfg.get("trainer")
+    return isinstance(trainer, Mapping) and trainer.get("dict_class") in DL_CLASSES
+
+
+def _read_config(entry: SAEEntry, files: Mapping[str, Path]) -> tuple[str, dict[str, Any]]:
+    name = _file(entry, DL_CONFIG)
+    cfg = read_json(files[name], name)
+    if not (_hub_config(cfg) or _trainer_config(cfg)):
+        raise CanonicalFileError(
+            f"{name} is neither dictionary_learning's trainer config (trainer.dict_class one "
+            f"of {', '.join(DL_CLASSES)}) nor its hub config (activation_dim, dict_size, "
+            "num_layers)"
+        )
+    return name, cfg
+
+
+def _code_normalization(
+    state: Mapping[str, Any], cfg: Mapping[str, Any], hub: bool, where: str
+) -> str:
+    """Which CodeNormalization the publisher's loader applies: the hub mixin builds the
+    module from config.json's ``code_normalization`` (its constructor default CROSSCODER
+    when absent); the trainer's ``.pt`` from the state dict's ``code_normalization_id``
+    (CROSSCODER when absent, as from_pretrained assumes with a warning)."""
+    saved = state.get("code_normalization_id")
+    from_state = None
+    if saved is not None:
+        value = int(saved.item())
+        if value not in CODE_NORMALIZATIONS:
+            raise CanonicalFileError(
+                f"{where}: code_normalization_id {value} is not one of {CODE_NORMALIZATIONS}"
+            )
+        from_state = CODE_NORMALIZATIONS[value]
+    source = cfg if hub else cfg.get("trainer", {})
+    named = source.get("code_normalization")
+    from_config = str(named).upper() if named is not None else None
+    if from_config is not None and from_config not in CODE_NORMALIZATIONS.values():
+        raise CanonicalFileError(
+            f"{where}: code_normalization {named!r} is not one of "
+            f"{', '.join(CODE_NORMALIZATIONS.values())}"
+        )
+    if from_state and from_config and from_state != from_config:
+        raise CanonicalFileError(
+            f"{where}: config.json says code_normalization={from_config} but the weights "
+            f"save code_normalization_id={from_state}; which one applies is ambiguous"
+        )
+    first = (from_config or from_state) if hub else (from_state or from_config)
+    return first or "CROSSCODER"
+
+
+def _code_norm(w_dec: Any, kind: str, cfg: Mapping[str, Any], hub: bool) -> Any:
+    """CrossCoder.get_code_normalization, with the publisher's ops on its decoder
+    [n_sites, d_sae, d_out] in its stored dtype → [d_sae]."""
+    import torch  # deferred: torch
+
+    source = cfg if hub else cfg.get("trainer", {})
+    if kind == "SAE":
+        return w_dec.norm(dim=(0, 2))
+    if kind == "CROSSCODER":
+        return w_dec.norm(dim=2).sum(dim=0)
+    if kind == "MIXED":
+        alpha_sae = float(source.get("code_normalization_alpha_sae", 1.0))
+        alpha_cc = float(source.get("code_normalization_alpha_cc", 0.1))
+        return w_dec.norm(dim=(0, 2)) * alpha_sae + w_dec.norm(dim=2).sum(dim=0) * alpha_cc
+    return torch.ones(w_dec.shape[1], dtype=w_dec.dtype)  # NONE: a scale of 1.0
+
+
+def _refuse_variants(cfg: Mapping[str, Any], hub: bool, where: str) -> None:
+    """Constructor options the saved tensors cannot show: encoder_layers (a subset of
+    the sites read), num_decoder_layers (other sites written), a latent_processor."""
+    source = cfg if hub else dict(cfg.get("trainer", {}).get("dict_class_kwargs") or {})
+    for key in ("encoder_layers", "num_decoder_layers", "latent_processor"):
+        value = source.get(key)
+        if value not in (None, "None") and not (
+            key == "num_decoder_layers" and hub and value == cfg.get("num_layers")
+        ):
+            raise CanonicalFileError(
+                f"{where}: {key}={value!r} is not supported (saereg reads crosscoders whose "
+                "encoder reads and decoder writes every site)"
+            )
+
+
+def _dl_state(path: Path, name: str) -> dict[str, Any]:
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load_file  # deferred: safetensors
+
+        try:
+            state: dict[str, Any] = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CanonicalFileError(f"{name} is not a readable safetensors file: {exc}") from None
+    else:
+        state = torch_load(path)
+    if "encoder.weight" not in state:  # saved from a torch.compile'd module
+        state = {k.split("_orig_mod.", 1)[-1]: v for k, v in state.items()}
+    unknown = sorted(set(state) - _DL_KEYS)
+    if unknown:
+        raise CanonicalFileError(
+            f"{name} holds {', '.join(unknown)}, which no dictionary_learning CrossCoder or "
+            f"BatchTopKCrossCoder saves (expected {', '.join(sorted(_DL_KEYS))})"
+        )
+    return state
+
+
+def dl_crosscoder(
+    cfg_name: str, cfg: Mapping[str, Any], weights_name: str, path: Path, hook: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json + the weights → (canonical crosscoder config, tensors)."""
+    import torch  # deferred: torch
+
+    hub = _hub_config(cfg)
+    where = weights_name
+    state = _dl_state(path, weights_name)
+    missing = [
+        k
+        for k in ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias")
+        if k not in state
+    ]
+    if missing:
+        raise CanonicalFileError(f"{where} lacks {', '.join(missing)}")
+    w_enc, w_dec = state["encoder.weight"], state["decoder.weight"]
+    if w_enc.dim() != 3:
+        raise CanonicalFileError(
+            f"{where}: encoder.weight has shape {list(w_enc.shape)}; expected "
+            "[num_layers, activation_dim, dict_size]"
+        )
+    n, d_in, d_sae = (int(s) for s in w_enc.shape)
+    if w_dec.dim() == 3 and int(w_dec.shape[0]) != n and tuple(w_dec.shape[1:]) == (d_sae, d_in):
+        raise CanonicalFileError(
+            f"{where}: decoder.weight writes {int(w_dec.shape[0])} sites but encoder.weight "
+            f"reads {n}: num_decoder_layers is not supported"
+        )
+    expected = {
+        "encoder.bias": (d_sae,),
+        "decoder.weight": (n, d_sae, d_in),
+        "decoder.bias": (n, d_in),
+    }
+    for key in ("activation_mean", "activation_std"):
+        expected[key] = (n, d_in)
+    expected["activation_global_scale"] = (n,)
+    for key, shape in expected.items():
+        if key in state and tuple(state[key].shape) != shape:
+            raise CanonicalFileError(
+                f"{where}: {key} has shape {list(state[key].shape)}, expected {list(shape)} "
+                f"(from encoder.weight {list(w_enc.shape)})"
+            )
+    widths = cfg if hub else cfg.get("trainer", {})
+    for key, value in (("activation_dim", d_in), ("dict_size", d_sae), ("num_layers", n)):
+        if key in widths and widths[key] != value:
+            raise CanonicalFileError(
+                f"{cfg_name} says {key}={widths[key]} but {where} holds {value}"
+            )
+    _refuse_variants(cfg, hub, cfg_name)
+    code = _code_normalization(state, cfg, hub, where)
+    if code == "DECOUPLED":
+        raise CanonicalFileError(
+            f"{where}: code_normalization DECOUPLED (per-site latents and thresholds) is not "
+            "supported; saereg reads CROSSCODER, SAE, MIXED and NONE crosscoders"
+        )
+    batch_topk = (not hub and cfg["trainer"]["dict_class"] == "BatchTopKCrossCoder") or (
+        "threshold" in state or "k" in state
+    )
+    dtype = w_enc.dtype
+    tensors: dict[str, Any] = {
+        "W_enc": w_enc,
+        "b_enc": state["encoder.bias"],
+        "W_dec": w_dec.permute(1, 0, 2).contiguous(),  # [n, F, d] → canonical [F, n, d]
+        "b_dec": state["decoder.bias"],
+        "code_norm": _code_norm(w_dec, code, cfg, hub).to(dtype),
+    }
+    config: dict[str, Any] = {
+        "kind": "crosscoder",
+        "layer": 0,
+        "n_layers": n,
+        "architecture": "relu",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "d_out": d_in,
+        "hook_names": [hook] * n,
+        "hook_names_out": [hook] * n,
+    }
+    if batch_topk:
+        for key in ("threshold", "k"):
+            if key not in state:
+                raise CanonicalFileError(
+                    f"{where}: a BatchTopKCrossCoder saves {key}; it is missing"
+                )
+        if state["threshold"].numel() != 1:
+            raise CanonicalFileError(
+                f"{where}: threshold has shape {list(state['threshold'].shape)}; only one "
+                "scalar threshold is supported (per-site thresholds are DECOUPLED)"
+            )
+        config["architecture"] = "jumprelu"
+        k = int(state["k"].item())
+        if 1 <= k <= d_sae:
+            config["k"] = k  # training's batch top-k; inference uses the threshold
+        tensors["threshold"] = torch.full((d_sae,), float(state["threshold"].item()), dtype=dtype)
+    mean, std = state.get("activation_mean"), state.get("activation_std")
+    if mean is not None and std is not None and not (mean.isnan().any() or std.isnan().any()):
+        scale = state.get("activation_global_scale")
+        if scale is None:  # NormalizableMixin.__init__ (keep_relative_variance=True)
+            target = state.get("target_rms", torch.tensor(1.0))
+            scale = target / torch.sqrt((std**2).sum(dim=-1) + 1e-8)
+        tensors["activation_mean"] = mean
+        tensors["activation_scale"] = scale
+    return config, uniform_dtype(config, {k: v.to(dtype) for k, v in tensors.items()})
+
+
+class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
+    name = "dictionary_learning_crosscoder"
+    kind = "crosscoder"
+    summary = (
+        "dictionary_learning CrossCoder / BatchTopKCrossCoder (config.json + model_final.pt "
+        "or model.safetensors)"
+    )
+
+    def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
+        return [RemoteFile(_file(entry, DL_CONFIG))]
+
+    def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
+        return {"kind": "crosscoder", "normalize_activations": "none"}
+
+    def n_layers(self, release: Release, entry: SAEEntry, small_files: Mapping[str, Path]) -> int:
+        """The hub config's num_layers, else the release's n_layers; 0 when neither says
+        (the trainer's config.json does not record it: the weights tell, at conversion)."""
+        _, cfg = _read_config(entry, small_files)
+        n = cfg.get("num_layers") if _hub_config(cfg) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+            return n
+        return entry.n_layers or 0
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """Folders holding config.json beside model_final.pt (trainer) or
+        model.safetensors (hub mixin), claimed only when config.json says so."""
+        found: dict[str, int | None] = {}
+        read = []
+        for weights in (DL_TRAINER_WEIGHTS, DL_HUB_WEIGHTS):
+            for folder in folders_holding(listing, weights, DL_CONFIG):
+                name = _file(SAEEntry(id="-", path=folder), DL_CONFIG)
+                cfg = read_small_json(read_small, name)
+                read.append(name)
+                if cfg is None:
+                    continue
+                if weights == DL_HUB_WEIGHTS and _hub_config(cfg):
+                    n = cfg.get("num_layers")
+                elif weights == DL_TRAINER_WEIGHTS and _trainer_config(cfg):
+                    n = None  # the trainer's config does not record it
+                else:
+                    continue
+                found[folder] = n if isinstance(n, int) and n >= 1 else None
+        if not found:
+            return None
+        return Match(
+            tuple(sorted(found)),
+            1.0,
+            "config.json of a dictionary_learning CrossCoder beside its weights",
+            tuple(read),
+            {path: n for path, n in found.items() if n is not None},
+        )
+
+    def layer_files(
+        self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]
+    ) -> list[RemoteFile]:
+        _, cfg = _read_config(entry, small_files)
+        weights = DL_HUB_WEIGHTS if _hub_config(cfg) else DL_TRAINER_WEIGHTS
+        return [RemoteFile(_file(entry, weights), weights=True)]
+
+    def convert_layer(
+        self,
+        release: Release,
+        entry: SAEEntry,
+        layer: int,
+        n_layers: int,
+        local_files: Mapping[str, Path],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        cfg_name, cfg = _read_config(entry, local_files)
+        weights = _file(entry, DL_HUB_WEIGHTS if _hub_config(cfg) else DL_TRAINER_WEIGHTS)
+        config, tensors = dl_crosscoder(
+            cfg_name, cfg, weights, local_files[weights], entry.hook_name
+        )
+        if n_layers and config["n_layers"] != n_layers:
+            raise CanonicalFileError(
+                f"{weights} holds {config['n_layers']} sites but the dictionary has "
+                f"n_layers={n_layers} (from {cfg_name} or the release)"
+            )
+        return config, tensors
+
+
 @hookimpl
 def saereg_formats() -> list[MultiLayerFormat]:
-    return [CkkissaneCrosscoderFormat()]
+    return [CkkissaneCrosscoderFormat(), DictionaryLearningCrosscoderFormat()]

@@ -6,8 +6,20 @@ The encoder reads every site at once and the decoder writes every site (Lindsey 
 other multi-layer dictionaries, sites first:
 
 * ``encode(x [n_sites, ..., d_in]) → [..., d_sae]``: f = ReLU(Σ_s x_s @ W_enc[s] + b_enc);
+  a ``jumprelu`` crosscoder (dictionary_learning's BatchTopKCrossCoder at inference) then
+  keeps f_j where f_j · code_norm_j > threshold_j (strict; the publisher's scalar
+  threshold repeated per latent);
 * ``decode(f) → [n_sites, ..., d_out]``: y_s = f @ W_dec[:, s] + b_dec[s];
 * ``forward(x) = decode(encode(x))``.
+
+Where the file holds ``activation_mean [n_sites, d_in]`` and ``activation_scale
+[n_sites]`` (dictionary_learning's input normalisation), `encode` first normalises each
+site, x_s ← (x_s - mean_s) · scale_s, and `decode` undoes it on the output,
+y_s ← y_s / (scale_s + 1e-8) + mean_s, as the publisher's ``normalize_activations`` /
+``denormalize_activations`` do. ``code_norm [d_sae]`` (where present) is the
+publisher's code normalization of each latent (from its decoder norms):
+`code_normalized(f)` = f · code_norm is what dictionary_learning's ``get_activations``
+returns.
 
 `decode` also takes `SparseLatents` (values and indices ``[..., k]``). The whole
 crosscoder is one canonical file (schemas/dictionary.v1.json, kind ``crosscoder``: its
@@ -31,6 +43,9 @@ from saereg.store.in_place import read_tensors
 from saereg.store.layer_config import check_layer_shapes, read_layer_config
 from saereg.store.tensors import CanonicalFileError
 
+#: Tensors a crosscoder file may hold besides W_enc, b_enc, W_dec, b_dec.
+_OPTIONAL = ("threshold", "code_norm", "activation_mean", "activation_scale")
+
 
 class CrossCoder(nn.Module):
     """A crosscoder over ``cfg.n_layers`` sites (see the module docstring)."""
@@ -44,6 +59,8 @@ class CrossCoder(nn.Module):
     def __init__(self, cfg: DictionaryConfig, tensors: dict[str, torch.Tensor]) -> None:
         super().__init__()
         self.cfg = cfg
+        for name in _OPTIONAL:
+            self.register_parameter(name, None)
         for name, t in tensors.items():
             self.register_parameter(name, nn.Parameter(t, requires_grad=False))
 
@@ -97,10 +114,39 @@ class CrossCoder(nn.Module):
                 f"the input must be stacked over the {n} sites: [{n}, ..., {self.cfg.d_in}], "
                 f"got {list(x.shape)}"
             )
-        return torch.einsum("s...d,sdf->...f", x.to(self.dtype), self.W_enc) + self.b_enc
+        x = self.normalize(x.to(self.dtype))
+        return torch.einsum("s...d,sdf->...f", x, self.W_enc) + self.b_enc
+
+    def _per_site(self, t: torch.Tensor, lead: int) -> torch.Tensor:
+        """A per-site tensor [n_sites, ...] shaped to broadcast over `lead` batch dims."""
+        return t.reshape(t.shape[0], *([1] * lead), *t.shape[1:])
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The input normalisation, (x_s - mean_s) · scale_s (none where the file has
+        none), x [n_sites, ..., d_in]."""
+        mean, scale = self.activation_mean, self.activation_scale
+        if mean is None or scale is None:
+            return x
+        lead = x.dim() - 2
+        return (x - self._per_site(mean, lead)) * self._per_site(scale, lead + 1)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Undoes `normalize` on outputs: y_s / (scale_s + 1e-8) + mean_s."""
+        mean, scale = self.activation_mean, self.activation_scale
+        if mean is None or scale is None:
+            return y
+        lead = y.dim() - 2
+        return y / (self._per_site(scale, lead + 1) + 1e-8) + self._per_site(mean, lead)
+
+    def code_normalized(self, f: torch.Tensor) -> torch.Tensor:
+        """Latents scaled by the publisher's code normalization, f · code_norm (f itself
+        where the file has none): dictionary_learning's ``get_activations``."""
+        return f if self.code_norm is None else f * self.code_norm
 
     def encode(self, x: torch.Tensor, *, sparse: bool = False) -> torch.Tensor | SparseLatents:
         f = torch.relu(self.pre_activations(x))
+        if self.threshold is not None:  # kept where relu(h) · code_norm > θ (strict)
+            f = f * (self.code_normalized(f) > self.threshold)
         if not sparse:
             return f
         n = max(1, int((f != 0).sum(-1).max()))
@@ -116,7 +162,7 @@ class CrossCoder(nn.Module):
             if f.shape[-1] != self.cfg.d_sae:
                 raise ValueError(f"latents have {f.shape[-1]} features, not d_sae={self.cfg.d_sae}")
             y = torch.einsum("...f,fsd->...sd", f.to(self.dtype), self.W_dec)
-        return (y + self.b_dec).movedim(-2, 0)
+        return self.denormalize((y + self.b_dec).movedim(-2, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -124,7 +170,7 @@ class CrossCoder(nn.Module):
     def extra_repr(self) -> str:
         c = self.cfg
         return (
-            f"crosscoder, {c.n_layers} sites, d_in={c.d_in}, d_sae={c.d_sae}, "
+            f"crosscoder, {c.architecture}, {c.n_layers} sites, d_in={c.d_in}, d_sae={c.d_sae}, "
             f"source={c.source.get('release')}/{c.source.get('sae_id')}"
         )
 

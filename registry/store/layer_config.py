@@ -17,7 +17,9 @@ in_place.py), holding layer ``layer`` of ``n_layers``:
 
 A crosscoder (one dictionary over several sites: every latent reads every site) is one
 file, "layer" 0 of ``n_layers`` sites: ``W_enc [n, d_in, d_sae]``, ``b_enc [d_sae]``,
-``W_dec [d_sae, n, d_out]``, ``b_dec [n, d_out]``.
+``W_dec [d_sae, n, d_out]``, ``b_dec [n, d_out]``, ``threshold [d_sae]`` where jumprelu,
+and optional ``code_norm [d_sae]``, ``activation_mean [n, d_in]``, ``activation_scale [n]``
+(see saereg.sae.crosscoder for their math).
 
 The config (schemas/dictionary.v1.json) repeats what the whole dictionary is (kind,
 n_layers, widths, hooks of every layer) so that any one file describes it.
@@ -112,12 +114,15 @@ class LayerConfig:
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         if self.kind == "crosscoder":  # every site at once; n_layers counts the sites
             n = self.n_layers
-            return {
+            shapes = {
                 "W_enc": (n, self.d_in, self.d_sae),
                 "b_enc": (self.d_sae,),
                 "W_dec": (self.d_sae, n, self.d_out),
                 "b_dec": (n, self.d_out),
             }
+            if self.architecture == "jumprelu":  # relu(h) kept where relu(h)·code_norm > θ
+                shapes["threshold"] = (self.d_sae,)
+            return shapes
         w_dec: tuple[int, ...] = (self.d_sae, self.d_out)
         if self.kind == "clt":
             w_dec = (self.d_sae, self.n_targets, self.d_out)
@@ -132,7 +137,18 @@ class LayerConfig:
         return shapes
 
     def optional_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {} if self.kind == "crosscoder" else {"W_skip": (self.d_out, self.d_in)}
+        if self.kind == "crosscoder":
+            n = self.n_layers
+            return {
+                # the per-latent scale of the latents (decoder norms, by the publisher's
+                # code normalization); a jumprelu crosscoder compares relu(h)·code_norm
+                "code_norm": (self.d_sae,),
+                # input normalisation, undone after decoding:
+                # x' = (x - activation_mean) · activation_scale, y = y' / (scale + 1e-8) + mean
+                "activation_mean": (n, self.d_in),
+                "activation_scale": (n,),
+            }
+        return {"W_skip": (self.d_out, self.d_in)}
 
     def same_dictionary(self, other: LayerConfig) -> list[str]:
         """The fields on which two layer files of one dictionary disagree."""
