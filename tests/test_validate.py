@@ -201,7 +201,7 @@ def test_unknown_format(tmp_path: Path) -> None:
         f"- {path}:3: error [unknown-format] $.format: unknown format 'gemma_scop'; did you mean "
         "'gemma_scope'? (installed formats: circuit_tracer_clt, circuit_tracer_set, "
         "ckkissane_crosscoder, deepseek_r1, "
-        "dictionary_learning, gemma_scope,"
+        "dictionary_learning, dictionary_learning_crosscoder, gemma_scope,"
     ) in result.stdout
 
 
