@@ -37,7 +37,9 @@ checkpoint's dtype), the threshold repeated per latent, the normalisation as
 **What is refused** (a clear error naming the field): DECOUPLED code normalization
 (per-site latents and thresholds), ``encoder_layers``, ``num_decoder_layers`` other than
 ``num_layers``, a ``latent_processor``. A hub checkpoint's class is not recorded: one
-saving ``threshold`` and ``k`` reads as a BatchTopKCrossCoder. The sites' hook names
+saving ``threshold`` and ``k`` reads as a BatchTopKCrossCoder, unless a
+``trainer_config.json`` beside it (as science-of-finetuning's ``push_dictionary_model``
+uploads) names the class. The sites' hook names
 come from the release entry (the files do not name them).
 """
 
@@ -178,6 +180,7 @@ class CkkissaneCrosscoderFormat(MultiLayerFormat):
 DL_TRAINER_WEIGHTS = "model_final.pt"  # training.save_model(..., "model_final.pt")
 DL_HUB_WEIGHTS = "model.safetensors"  # PyTorchModelHubMixin.save_pretrained
 DL_CONFIG = "config.json"
+DL_TRAINER_CONFIG = "trainer_config.json"  # beside hub files, as science-of-finetuning pushes
 DL_CLASSES = ("CrossCoder", "BatchTopKCrossCoder")
 #: CodeNormalization's values (enum.auto(), from 1), as saved in code_normalization_id.
 CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DECOUPLED"}
@@ -252,19 +255,41 @@ def _code_normalization(
     return first or "CROSSCODER"
 
 
+#: CrossCoder's constructor defaults for the MIXED weights.
+_ALPHAS = {"code_normalization_alpha_sae": 1.0, "code_normalization_alpha_cc": 0.1}
+
+
+def _mixed_alphas(cfg: Mapping[str, Any], hub: bool) -> tuple[float, float]:
+    """The hub mixin builds the module from config.json (constructor defaults where it
+    is silent); the trainer's from_pretrained builds it with the defaults whatever the
+    trainer used, so a trainer config naming other weights is ambiguous."""
+    if hub:
+        return (
+            float(cfg.get("code_normalization_alpha_sae", 1.0)),
+            float(cfg.get("code_normalization_alpha_cc", 0.1)),
+        )
+    trainer = cfg.get("trainer", {})
+    for key, default in _ALPHAS.items():
+        if key in trainer and trainer[key] is not None and float(trainer[key]) != default:
+            raise CanonicalFileError(
+                f"config.json: trainer.{key}={trainer[key]} but dictionary_learning's "
+                f"from_pretrained rebuilds a MIXED crosscoder with {key}={default}; which "
+                "one applies is ambiguous"
+            )
+    return 1.0, 0.1
+
+
 def _code_norm(w_dec: Any, kind: str, cfg: Mapping[str, Any], hub: bool) -> Any:
     """CrossCoder.get_code_normalization, with the publisher's ops on its decoder
     [n_sites, d_sae, d_out] in its stored dtype → [d_sae]."""
     import torch  # deferred: torch
 
-    source = cfg if hub else cfg.get("trainer", {})
     if kind == "SAE":
         return w_dec.norm(dim=(0, 2))
     if kind == "CROSSCODER":
         return w_dec.norm(dim=2).sum(dim=0)
     if kind == "MIXED":
-        alpha_sae = float(source.get("code_normalization_alpha_sae", 1.0))
-        alpha_cc = float(source.get("code_normalization_alpha_cc", 0.1))
+        alpha_sae, alpha_cc = _mixed_alphas(cfg, hub)
         return w_dec.norm(dim=(0, 2)) * alpha_sae + w_dec.norm(dim=2).sum(dim=0) * alpha_cc
     return torch.ones(w_dec.shape[1], dtype=w_dec.dtype)  # NONE: a scale of 1.0
 
@@ -306,9 +331,15 @@ def _dl_state(path: Path, name: str) -> dict[str, Any]:
 
 
 def dl_crosscoder(
-    cfg_name: str, cfg: Mapping[str, Any], weights_name: str, path: Path, hook: str | None
+    cfg_name: str,
+    cfg: Mapping[str, Any],
+    weights_name: str,
+    path: Path,
+    hook: str | None,
+    dict_class: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """config.json + the weights → (canonical crosscoder config, tensors)."""
+    """config.json + the weights → (canonical crosscoder config, tensors); `dict_class`:
+    the class a hub checkpoint's trainer_config.json names, if it has one."""
     import torch  # deferred: torch
 
     hub = _hub_config(cfg)
@@ -360,9 +391,12 @@ def dl_crosscoder(
             f"{where}: code_normalization DECOUPLED (per-site latents and thresholds) is not "
             "supported; saereg reads CROSSCODER, SAE, MIXED and NONE crosscoders"
         )
-    batch_topk = (not hub and cfg["trainer"]["dict_class"] == "BatchTopKCrossCoder") or (
-        "threshold" in state or "k" in state
-    )
+    if not hub:
+        batch_topk = cfg["trainer"]["dict_class"] == "BatchTopKCrossCoder"
+    elif dict_class is not None:  # the trainer_config.json pushed beside the hub files
+        batch_topk = dict_class == "BatchTopKCrossCoder"
+    else:  # the hub mixin records no class: a saved threshold and k tell
+        batch_topk = "threshold" in state and "k" in state
     dtype = w_enc.dtype
     tensors: dict[str, Any] = {
         "W_enc": w_enc,
@@ -409,6 +443,22 @@ def dl_crosscoder(
     return config, uniform_dtype(config, {k: v.to(dtype) for k, v in tensors.items()})
 
 
+def _pushed_class(entry: SAEEntry, files: Mapping[str, Path]) -> str | None:
+    """The dict_class of a hub checkpoint's trainer_config.json, if it has one."""
+    name = _file(entry, DL_TRAINER_CONFIG)
+    path = files.get(name)
+    if path is None or not path.exists():
+        return None
+    raw = read_json(path, name)
+    trainer = raw.get("trainer")
+    named = trainer.get("dict_class") if isinstance(trainer, Mapping) else None
+    if named not in DL_CLASSES:
+        raise CanonicalFileError(
+            f"{name}: trainer.dict_class {named!r} is not one of {', '.join(DL_CLASSES)}"
+        )
+    return str(named)
+
+
 class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
     name = "dictionary_learning_crosscoder"
     kind = "crosscoder"
@@ -418,7 +468,12 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
     )
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
-        return [RemoteFile(_file(entry, DL_CONFIG))]
+        # science-of-finetuning's push_dictionary_model uploads the trainer's config.json
+        # as trainer_config.json beside the hub mixin's files: it names the class
+        return [
+            RemoteFile(_file(entry, DL_CONFIG)),
+            RemoteFile(_file(entry, DL_TRAINER_CONFIG), optional=True),
+        ]
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         return {"kind": "crosscoder", "normalize_activations": "none"}
@@ -479,7 +534,12 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
         cfg_name, cfg = _read_config(entry, local_files)
         weights = _file(entry, DL_HUB_WEIGHTS if _hub_config(cfg) else DL_TRAINER_WEIGHTS)
         config, tensors = dl_crosscoder(
-            cfg_name, cfg, weights, local_files[weights], entry.hook_name
+            cfg_name,
+            cfg,
+            weights,
+            local_files[weights],
+            entry.hook_name,
+            _pushed_class(entry, local_files) if _hub_config(cfg) else None,
         )
         if n_layers and config["n_layers"] != n_layers:
             raise CanonicalFileError(

@@ -159,3 +159,30 @@ def test_unsupported_variants_are_refused_naming_the_field(
             state[key] = value
     with pytest.raises(saereg.SaeregError, match=message):
         saereg.load_sae(_variant(tmp_path, state, cfg))
+
+
+def test_the_pushed_trainer_config_names_the_class(tmp_path: Path) -> None:
+    """trainer_config.json beside hub files names the class the publisher's
+    load_dictionary_model builds: a CrossCoder ignores a saved threshold (ReLU)."""
+    folder = _variant(tmp_path, layout.MIXED_STATE, layout.MIXED_CFG)
+    trainer = json.loads(json.dumps(layout.MIXED_TRAINER_CFG))
+    trainer["trainer"]["dict_class"] = "CrossCoder"
+    (folder / "trainer_config.json").write_text(json.dumps(trainer))
+    cc = saereg.load_sae(folder, dtype="float64")
+    assert cc.cfg.architecture == "relu" and cc.threshold is None
+    x = torch.randn(2, 6, layout.D_IN, dtype=torch.float64)
+    relu = {k: v for k, v in layout.MIXED_STATE.items() if k not in ("k", "threshold")}
+    _close(cc(x), layout._reference(relu, layout.MIXED, layout.MIXED_ALPHAS)(x).forward)
+    trainer["trainer"]["dict_class"] = "AutoEncoder"
+    (folder / "trainer_config.json").write_text(json.dumps(trainer))
+    with pytest.raises(saereg.SaeregError, match=r"trainer\.dict_class 'AutoEncoder'"):
+        saereg.load_sae(folder, force=True)
+
+
+def test_trainer_mixed_weights_other_than_the_loaders_are_ambiguous(tmp_path: Path) -> None:
+    state = {k: v for k, v in layout.MIXED_STATE.items()}
+    cfg = json.loads(json.dumps(layout.TRAINER_CFG))
+    cfg["trainer"]["code_normalization"] = "MIXED"
+    cfg["trainer"]["code_normalization_alpha_cc"] = 0.25
+    with pytest.raises(saereg.SaeregError, match=r"code_normalization_alpha_cc=0\.25"):
+        saereg.load_sae(_variant(tmp_path, state, cfg, hub=False))

@@ -5,7 +5,8 @@ layouts, written here byte for byte as the publisher's code saves them:
   ``{"trainer": {"dict_class": ..., ...}, "buffer": {...}}`` beside ``model_final.pt``,
   ``torch.save(model.state_dict())``;
 * the hub mixin's (``save_pretrained``/``push_to_hub``): ``config.json`` holding the
-  constructor's arguments beside ``model.safetensors``.
+  constructor's arguments beside ``model.safetensors`` (and, as science-of-finetuning's
+  ``push_dictionary_model`` uploads them, the trainer's config as ``trainer_config.json``).
 
 State dicts as the classes register them: ``encoder.weight [L, d, F]``, ``encoder.bias
 [F]``, ``decoder.weight [L, F, d]``, ``decoder.bias [L, d]``, the NormalizableMixin
@@ -139,6 +140,16 @@ MIXED_CFG = {
     "code_normalization_alpha_cc": MIXED_ALPHAS[1],
 }
 
+MIXED_TRAINER_CFG = {
+    "trainer": {
+        "dict_class": "BatchTopKCrossCoder",
+        "activation_dim": D_IN,
+        "dict_size": D_SAE,
+        "k": 4,
+        "code_normalization": "MIXED",
+    }
+}
+
 
 def _sae(path: str, n: int, **more) -> dict:
     return {
@@ -184,6 +195,8 @@ CASES = [
         files={
             "mixed/config.json": json_bytes(MIXED_CFG),
             "mixed/model.safetensors": st_save(MIXED_STATE),
+            # science-of-finetuning's push_dictionary_model uploads the trainer's config
+            "mixed/trainer_config.json": json_bytes(MIXED_TRAINER_CFG),
         },
         sae=_sae("mixed", 2, hook_name=HOOK, hook_layer=3),
         input_shape=(2, 7, D_IN),
