@@ -228,7 +228,9 @@ def _code_normalization(
     """Which CodeNormalization the publisher's loader applies: the hub mixin builds the
     module from config.json's ``code_normalization`` (its constructor default CROSSCODER
     when absent); the trainer's ``.pt`` from the state dict's ``code_normalization_id``
-    (CROSSCODER when absent, as from_pretrained assumes with a warning)."""
+    (CROSSCODER when absent, as from_pretrained assumes with a warning). Where the
+    other source disagrees, which one the weights were trained with is unclear: an
+    error."""
     saved = state.get("code_normalization_id")
     from_state = None
     if saved is not None:
@@ -246,13 +248,16 @@ def _code_normalization(
             f"{where}: code_normalization {named!r} is not one of "
             f"{', '.join(CODE_NORMALIZATIONS.values())}"
         )
-    if from_state and from_config and from_state != from_config:
+    applied, other = (from_config, from_state) if hub else (from_state, from_config)
+    applied = applied or "CROSSCODER"
+    if other is not None and other != applied:
         raise CanonicalFileError(
-            f"{where}: config.json says code_normalization={from_config} but the weights "
-            f"save code_normalization_id={from_state}; which one applies is ambiguous"
+            f"{where}: config.json says code_normalization={from_config or 'none'} but the "
+            f"weights save code_normalization_id={from_state or 'none'}; the publisher's "
+            f"loader applies {applied}, so which one the weights were trained with is "
+            "ambiguous"
         )
-    first = (from_config or from_state) if hub else (from_state or from_config)
-    return first or "CROSSCODER"
+    return applied
 
 
 #: CrossCoder's constructor defaults for the MIXED weights.
