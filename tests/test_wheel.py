@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,17 @@ def test_wheel_installs_with_catalogue_and_schemas(tmp_path: Path) -> None:
     assert resolved.returncode == 0, resolved.stderr
     assert "neuronpedia         gpt2-small/8-res-jb" in resolved.stdout
     assert "d_in                768" in resolved.stdout  # the models table ships too
+    # The compiled index ships too: the first `list` after installing parses no release file.
+    fresh = {**env, "SAEREG_CACHE": str(tmp_path / "fresh-cache")}
+    listed = subprocess.run(
+        [str(saereg_cli), "list", "--json"], capture_output=True, text=True, cwd=tmp_path, env=fresh
+    )
+    assert listed.returncode == 0, listed.stderr
+    shipped = (REPO / "releases" / "compiled" / "index.json").read_bytes().split(b"\n", 1)[0]
+    n_saes = sum(r["n_saes"] for r in json.loads(shipped)["releases"].values())
+    assert len(json.loads(listed.stdout)) == n_saes > 10_000
+    assert not list((tmp_path / "fresh-cache").rglob("catalog-v*.json"))
+    assert not list((tmp_path / "fresh-cache").rglob("releases/*.json"))  # none parsed
     validated = subprocess.run(
         [str(saereg_cli), "validate", "--no-hints"],
         capture_output=True,

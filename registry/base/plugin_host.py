@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import pluggy
 
 DISABLE_ENV = "SAEREG_DISABLE_PLUGINS"
+#: The entry-point group plugins register in (hookspecs.GROUP, without importing pluggy).
+GROUP = "saereg"
 
 
 class PluginInfo(NamedTuple):
@@ -129,8 +131,24 @@ def _drop_plugins_with_unknown_hooks(
                     infos[i] = info._replace(enabled=False, error=f"unknown hook: {exc}")
 
 
+def _third_party_enabled() -> bool:
+    """Whether any enabled plugin comes from a distribution other than saereg."""
+    block_third_party, blocked = _blocked_names()
+    if block_third_party:
+        return False
+    return any(
+        dist.lower() != "saereg" and ep.name not in blocked for ep, dist, _ in _entry_points(GROUP)
+    )
+
+
 def plugin_release_dirs() -> list[Path]:
-    """The release directories enabled plugins ship (hook `saereg_release_dirs`)."""
+    """The release directories enabled plugins ship (hook `saereg_release_dirs`).
+
+    The plugins shipped with saereg ship none (saereg's own catalogue is its releases/
+    folder), so while no third-party plugin is installed nothing is loaded to ask: `list`
+    and Neuronpedia lookups then skip importing every format module."""
+    if loaded_plugins.cache_info().currsize == 0 and not _third_party_enabled():
+        return []
     dirs: list[Path] = []
     for result in loaded_plugins().manager.hook.saereg_release_dirs():
         dirs.extend(Path(p) for p in result or [])

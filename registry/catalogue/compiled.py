@@ -9,12 +9,13 @@ costs speed, never correctness.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from saereg.base.errors import ReleaseFileError
 from saereg.base.file_modes import honour_umask
@@ -51,14 +52,66 @@ def read_compiled(target: Path, stamp: list[Any]) -> dict[str, Any] | None:
 def write_compiled(target: Path, payload: dict[str, Any]) -> None:
     """Write `payload` as JSON at `target`, atomically; failures are ignored."""
     try:
+        data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    except (TypeError, ValueError):
+        return
+    write_bytes(target, data)
+
+
+def write_bytes(target: Path, data: bytes, mode: int | None = None) -> bool:
+    """Write `data` at `target` atomically (a reader sees the old file or the new one,
+    never half of one); False if it could not be written. `mode`: the file's permissions
+    (default: what `open()` would give, the umask honoured)."""
+    tmp = None
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         honour_umask(fd)  # readable by the colleagues a shared cache is shared with
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, separators=(",", ":"), default=str)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except (OSError, TypeError, ValueError):
-        return
+        return True
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return False
+
+
+# --------------------------------------------------------------------------- sectioned files
+#
+# The catalogue index is one file in two parts: a JSON header line, then a body of
+# sections, one per release, each a few lines of text. The header gives each release's
+# byte span in the body, so a command that needs a few releases (`list --model M`) reads
+# only their rows, and its cost does not grow with the rest of the catalogue.
+
+
+def encode_sectioned(header: dict[str, Any], sections: dict[str, bytes]) -> bytes:
+    """`header` (with `spans` added: name → [start, end] in the body) and the sections."""
+    spans: dict[str, list[int]] = {}
+    pos = 0
+    for name, data in sections.items():
+        spans[name] = [pos, pos + len(data)]
+        pos += len(data) + 1  # the newline after each section
+    head = json.dumps(
+        {**header, "spans": spans}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return head.encode() + b"\n" + b"".join(data + b"\n" for data in sections.values())
+
+
+def read_sectioned_header(fh: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The header of a sectioned file open at its start, and where its body starts;
+    ValueError if it is not one."""
+    line = fh.readline()
+    if not line.endswith(b"\n"):
+        raise ValueError("not a sectioned file")
+    with safeyaml.gc_paused():
+        header = json.loads(line)
+    if not isinstance(header, dict) or not isinstance(header.get("spans"), dict):
+        raise ValueError("not a sectioned file")
+    return header, len(line)
 
 
 def compiled_release_path(resolved: str) -> Path:

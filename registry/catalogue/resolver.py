@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import UnknownReferenceError
-from saereg.catalogue.index import ROW_FIELDS, load_index
-from saereg.catalogue.list_filters import check_filters, width_value
+from saereg.catalogue.index import CatalogIndex, load_index
+from saereg.catalogue.list_filters import check_filters, is_glob, width_value
 from saereg.catalogue.models import hf_hooks, model_matches
 from saereg.catalogue.records import Release, SAEEntry, plain_dict
 from saereg.catalogue.refs import RELEASE_NAME_RE, best_matches, close_matches, parse_reference
@@ -263,24 +263,55 @@ def list_saes(
     A model, format, release or hook without glob characters that no release has raises
     UnknownReferenceError with close matches (list_filters.py), never an empty list.
     """
-    index = load_index(release_dirs())
-    col = {name: i for i, name in enumerate(ROW_FIELDS)}
-    width = width_value(width)
-    hooks = [r[col["hook_name"]] for r in index.rows] if hook is not None else []
-    check_filters(index.releases, hooks, model=model, release=release, hook=hook, format=format)
-    keep_releases = {
+    return select_rows(
+        model=model, release=release, hook=hook, layer=layer, width=width, format=format
+    )[1]
+
+
+def select_releases(
+    index: CatalogIndex,
+    *,
+    model: str | None = None,
+    release: str | None = None,
+    format: str | None = None,
+) -> list[str]:
+    """The releases of `index` the release-level filters of `list_saes` keep; a
+    glob-free value that names nothing raises UnknownReferenceError (list_filters.py)."""
+    check_filters(index.releases, (), model=model, release=release, hook=None, format=format)
+    return [
         name
         for name, rel in index.releases.items()
         if _glob(name, release)
         and model_matches(rel["model"], model)
         and (format is None or rel["format"] == format)
-    }
-    rows = [
-        r
-        for r in index.rows
-        if r[0] in keep_releases
-        and _glob(r[col["hook_name"]], hook)
-        and (layer is None or r[col["hook_layer"]] == layer)
-        and (width is None or r[col["d_sae"]] == width)
     ]
-    return index.records(rows)
+
+
+def select_rows(
+    *,
+    model: str | None = None,
+    release: str | None = None,
+    hook: str | None = None,
+    layer: int | None = None,
+    width: int | str | None = None,
+    format: str | None = None,
+) -> tuple[CatalogIndex, list[dict[str, Any]]]:
+    """`list_saes` with the index it read (for callers that print straight from it)."""
+    width = width_value(width)
+    index = load_index(release_dirs())
+    keep = select_releases(index, model=model, release=release, format=format)
+    rows = index.records_of(keep)  # only these releases' records are read
+    if hook is not None and not is_glob(hook) and all(r["hook_name"] != hook for r in rows):
+        # Not among the chosen releases: an error only if no release has it at all (the
+        # whole catalogue is read for that question alone).
+        hooks = [r["hook_name"] for r in index.records()]
+        check_filters(index.releases, hooks, model=None, release=None, hook=hook, format=None)
+    if hook is not None or layer is not None or width is not None:
+        rows = [
+            r
+            for r in rows
+            if _glob(r["hook_name"], hook)
+            and (layer is None or r["hook_layer"] == layer)
+            and (width is None or r["d_sae"] == width)
+        ]
+    return index, rows

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("cache", "list, verify, prune or remove saereg's cached SAEs"),
     "plugins": ("plugins", "list installed plugins and their formats"),
     "import": ("publish", "import an upstream catalogue into release files"),
+    "refresh": ("refresh", "merge a newer upstream catalogue into the release files"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 #: 0 ok, 1 failure, 2 bad usage or a reference/value that names nothing.
@@ -17,6 +18,35 @@ Subparsers = argparse._SubParsersAction
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def print_json_records(records: list[dict[str, Any]]) -> None:
+    """A JSON array with one compact record per line.
+
+    `json.dump(..., indent=2)` runs the pure-Python encoder (the C one cannot indent):
+    140,000 records took ~12 s that way. Each record goes through the C encoder instead,
+    and the array still reads (and greps) a record a line."""
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    write_json_lines(
+        "\n".join(map(encode, records[i : i + 2048])).encode() for i in range(0, len(records), 2048)
+    )
+
+
+def write_json_lines(chunks: Iterable[bytes]) -> None:
+    """A JSON array of the objects in `chunks` (each chunk: objects a line, no commas),
+    written as it comes, one object a line."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)  # None: a text stream (redirect_stdout)
+    write = buffer.write if buffer is not None else lambda b: sys.stdout.write(b.decode())
+    first = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        write(b"[\n" if first else b",\n")
+        write(chunk.replace(b"}\n{", b"},\n{"))  # a raw newline is never inside a string
+        first = False
+    write(b"[]\n" if first else b"\n]\n")
+    (buffer or sys.stdout).flush()
 
 
 def fmt(value: Any) -> str:

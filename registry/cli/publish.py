@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from saereg.catalogue.compiled import write_bytes
+from saereg.catalogue.index import render_shipped_index, shipped_index_path
 from saereg.catalogue.refs import close_matches
 from saereg.catalogue.release_check import REPO_ID_RE, unsafe_release_name
 from saereg.catalogue.release_dirs import all_release_names, builtin_release_dir, release_dirs
@@ -34,19 +36,36 @@ def cmd_docs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    pages = docs.generate(_all_releases())
+    releases = _all_releases()
+    pages = docs.generate(releases)
+    # The compiled index shipped with the built-in releases is generated like the pages.
+    index_path = shipped_index_path()
+    index_bytes = render_shipped_index(releases)
+    index_stale = not index_path.is_file() or index_path.read_bytes() != index_bytes
     if args.check:
         stale = docs.stale_files(pages, out)
+        problems = []
         if stale:
+            problems.append(
+                f"{len(stale)} generated page(s) in {out} are stale: {', '.join(stale)}"
+            )
+        if index_stale:
+            problems.append(f"the shipped catalogue index {index_path} is stale")
+        if problems:
             print(
-                f"saereg docs: {len(stale)} generated page(s) in {out} are stale: "
-                f"{', '.join(stale)}. Run `saereg docs --out {out}` and commit the result.",
+                f"saereg docs: {'; '.join(problems)}. Run `saereg docs --out {out}` and commit "
+                "the result.",
                 file=sys.stderr,
             )
             return EXIT_FAILURE
-        print(f"{out}: {len(pages)} pages up to date")
+        print(f"{out}: {len(pages)} pages up to date; {index_path.name} up to date")
         return EXIT_OK
     changed = docs.write(pages, out)
+    if index_stale:
+        if not write_bytes(index_path, index_bytes, mode=0o644):
+            print(f"saereg docs: cannot write {index_path}", file=sys.stderr)
+            return EXIT_FAILURE
+        changed.append(str(index_path))
     print(f"{out}: {len(pages)} pages, {len(changed)} changed")
     return EXIT_OK
 
@@ -177,8 +196,10 @@ def _add_docs(sub: Subparsers, summary: str) -> None:
     p = sub.add_parser(
         "docs",
         help=summary,
-        description="Write pretrained_saes.md, index.md and models/*.md from the release "
-        "files alone (offline, deterministic). --check only compares.",
+        description="Write catalogue.html, pretrained_saes.md, index.md and models/*.md "
+        "from the release files alone (offline, deterministic), and the compiled index "
+        "shipped with the built-in releases (releases/compiled/index.json). --check only "
+        "compares.",
     )
     p.add_argument("--out", default="docs", help="docs directory (default: docs)")
     p.add_argument(

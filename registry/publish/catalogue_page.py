@@ -17,7 +17,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -78,16 +79,35 @@ def _architecture(entry: SAEEntry) -> str:
     return entry.architecture or ""
 
 
+def site_index(entry: SAEEntry) -> int:
+    """`hook_site` as a position in SITES, computed once per distinct hook (140,000 SAEs
+    share a few hundred hook names). The cache key is every field `hook_site` reads."""
+    return _site_index(entry.hook_name, entry.hook_name_out, entry.architecture, entry.kind)
+
+
+@lru_cache(maxsize=4096)
+def _site_index(
+    hook_name: str | None, hook_name_out: str | None, arch: str | None, kind: str | None
+) -> int:
+    probe = SAEEntry(
+        "", "", hook_name=hook_name, hook_name_out=hook_name_out, architecture=arch, kind=kind
+    )
+    return SITES.index(hook_site(probe))
+
+
 def repository_url(release: Release) -> str:
     if release.repo_id:
         return f"https://huggingface.co/{release.repo_id}"
     return release.base_url or ""
 
 
-def markdown_link(release: Release) -> str:
-    """The release's section in its model page (the small page, not the 1.6 MB one),
-    without the extension: the page adds `.md` or `.html` depending on where it is read."""
-    return f"models/{model_slug(release.model)}#{heading_anchor(release.name)}"
+def markdown_link(release: Release, pages: Mapping[str, str] | None = None) -> str:
+    """The release's section in its model's pages (the small page, not the whole
+    catalogue), without the extension: the page adds `.md` or `.html` depending on where
+    it is read. `pages`: release name → the page holding its section (docs.py lays a large
+    model out over several pages); by default the model's page."""
+    page = (pages or {}).get(release.name) or f"models/{model_slug(release.model)}"
+    return f"{page}#{heading_anchor(release.name)}"
 
 
 class _Strings:
@@ -104,9 +124,11 @@ class _Strings:
         return self._pos[value]
 
 
-def page_data(releases: Sequence[Release]) -> dict[str, Any]:
+def page_data(
+    releases: Sequence[Release], pages: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The catalogue as the page reads it; `releases` in the order rows are listed by
-    default (the markdown's: model, then release name)."""
+    default (the markdown's: model, then release name); `pages` as for `markdown_link`."""
     models, publishers, formats, archs, hooks = (_Strings() for _ in range(5))
     rel_rows = []
     rows = []
@@ -118,7 +140,7 @@ def page_data(releases: Sequence[Release]) -> dict[str, Any]:
                 publishers(rel.publisher),
                 formats(rel.format),
                 repository_url(rel),
-                markdown_link(rel),
+                markdown_link(rel, pages),
             ]
         )
         for e in rel.saes:
@@ -131,7 +153,7 @@ def page_data(releases: Sequence[Release]) -> dict[str, Any]:
                     e.d_sae,
                     e.l0,
                     archs(_architecture(e)),
-                    SITES.index(hook_site(e)),
+                    site_index(e),
                     e.neuronpedia or "",
                 ]
             )
@@ -173,10 +195,11 @@ def _asset(name: str) -> str:
     return (resources.files("saereg.publish") / "page_assets" / name).read_text(encoding="utf-8")
 
 
-def render(releases: Iterable[Release]) -> str:
-    """The whole page, for releases in catalogue order (model, then release name)."""
+def render(releases: Iterable[Release], pages: Mapping[str, str] | None = None) -> str:
+    """The whole page, for releases in catalogue order (model, then release name);
+    `pages` as for `markdown_link`."""
     ordered = sorted(releases, key=lambda r: (r.model.lower(), r.model, r.name.lower()))
-    data = page_data(ordered)
+    data = page_data(ordered, pages)
     n_saes = len(data["rows"])
     summary = f"{len(ordered)} releases, {n_saes:,} SAEs, {len(data['models'])} models"
     parts = {

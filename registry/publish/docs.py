@@ -4,7 +4,9 @@
   page: a heading linking to the repository, the repository, model and links, and one
   table row per SAE (hook_name, hook_layer, d_sae, context_size, normalize_activations,
   plus its id and Neuronpedia page);
-* ``models/<model>.md`` — the same sections, one page per model;
+* ``models/<model>.md`` — the same sections, one page per model; a model whose tables
+  exceed MAX_PAGE_BYTES gets an overview page and parts ``models/<model>/<release>.md``
+  (and ``pretrained_saes.md`` becomes a list of links once everything does not fit);
 * ``index.md`` — model → releases and SAE counts, linking the pages together;
 * ``catalogue.html`` — every SAE in one page that filters and sorts (catalogue_page.py).
 
@@ -17,6 +19,7 @@ so ``saereg docs --check`` can tell when the committed pages are stale.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -111,6 +114,142 @@ def release_section(release: Release, model_link: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: No generated markdown page may be larger (hosts such as GitHub stop rendering larger
+#: files). A model whose releases do not fit on one page gets one page per run of
+#: releases (its release families: names sort together), and `pretrained_saes.md` turns
+#: into a list of links once the whole catalogue does not fit.
+MAX_PAGE_BYTES = 2_000_000
+#: What the parts of a split model page are filled to: well below the limit, so a part
+#: stays quick to render.
+PART_BYTES = 1_000_000
+
+
+def _size(text: str) -> int:
+    """Bytes of `text` in UTF-8 (without encoding it when it is ASCII, as most pages are)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _split_section(section: str, budget: int) -> list[str]:
+    """A release section too large for one page, as several: the heading and the table
+    header repeated, each with as many rows as fit (rows are never cut)."""
+    head, _, rows = section.partition("\n| " + " | ".join(COLUMNS) + " |\n")
+    title = head.split("\n", 1)[0]
+    table_head = "| " + " | ".join(COLUMNS) + " |\n|:--|:--|--:|--:|--:|:--|:--|\n"
+    lines = rows.split("\n", 1)[1].splitlines(keepends=True)  # after the alignment row
+    parts: list[str] = []
+    current: list[str] = []
+    first_head = head + "\n" + table_head
+    for line in lines:
+        prefix = first_head if not parts else f"{title} (continued)\n\n" + table_head
+        if current and _size(prefix + "".join(current) + line) > budget:
+            parts.append(prefix + "".join(current))
+            current = []
+        current.append(line)
+    prefix = first_head if not parts else f"{title} (continued)\n\n" + table_head
+    parts.append(prefix + "".join(current))
+    return parts
+
+
+def _pack(sections: list[tuple[str, str]], budget: int) -> list[list[tuple[str, str]]]:
+    """(release name, section) runs, each as large as fits in `budget` bytes, in order."""
+    pages: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    used = 0
+    for name, text in sections:
+        pieces = [text] if _size(text) + 1 <= budget else _split_section(text, budget - 1)
+        for piece in pieces:
+            size = _size(piece) + 1  # the blank line joining sections
+            if current and used + size > budget:
+                pages.append(current)
+                current, used = [], 0
+            current.append((name, piece))
+            used += size
+    if current:
+        pages.append(current)
+    return pages
+
+
+def _part_slug(release_name: str) -> str:
+    return model_slug(release_name)
+
+
+def _model_header(model: str, rels: list[Release], up: str) -> list[str]:
+    body = [
+        f"# {md.text(model)}",
+        "",
+        NOTE,
+        "",
+        f"{len(rels)} releases, {sum(len(r.saes) for r in rels)} SAEs for "
+        f"**{md.text(model)}**. "
+        f"[All models]({up}index.md) · [whole catalogue]({up}pretrained_saes.md).",
+        "",
+    ]
+    info = get_model(model)
+    if info is not None:
+        body += [
+            f"- **Hugging Face**: {md.link(md.text(info.hub_id), info.hub_url)} · "
+            f"**family**: {md.text(info.family)} · **shape**: {md.text(info.shape_text())} "
+            f"({md.link('config.json', info.source)})",
+            "",
+        ]
+    return body
+
+
+def _model_pages(model: str, rels: list[Release]) -> tuple[dict[str, str], dict[str, str], int]:
+    """({page path without .md: text}, {release name: the page holding its section}, the
+    size of the model's sections) for one model: one page, or an overview page and its
+    parts (`models/<model>/<first release on the part>.md`)."""
+    slug = model_slug(model)
+    header = _model_header(model, rels, "../")
+    sections = [(r.name, release_section(r)) for r in rels]
+    whole = "\n".join(header + [text for _, text in sections])
+    size = sum(_size(text) for _, text in sections)
+    if _size(whole) <= MAX_PAGE_BYTES:
+        return {f"models/{slug}": whole}, {r.name: f"models/{slug}" for r in rels}, size
+    parts = _pack(sections, PART_BYTES)
+    pages: dict[str, str] = {}
+    where: dict[str, str] = {}
+    overview = [
+        *header,
+        f"The releases of {md.text(model)} do not fit on one page; they are on {len(parts)} "
+        "pages, "
+        "by release name:",
+        "",
+        "| Release | SAEs | Format | Publisher | Page |",
+        "|:--|--:|:--|:--|--:|",
+    ]
+    by_name = {r.name: r for r in rels}
+    for k, part in enumerate(parts, 1):
+        names = list(dict.fromkeys(name for name, _ in part))
+        page = f"models/{slug}/{_part_slug(names[0])}"
+        if page in pages:  # the rest of a release that did not fit on one part
+            page += f"-{k}"
+        label = md.text(f"{names[0]} … {names[-1]}" if len(names) > 1 else names[0])
+        pages[page] = "\n".join(
+            [
+                f"# {md.text(model)}: {label}",
+                "",
+                NOTE,
+                "",
+                f"Page {k} of {len(parts)} of the releases of **{md.text(model)}** "
+                f"([all of them](../{slug}.md)). [All models](../../index.md).",
+                "",
+                *(text for _, text in part),
+            ]
+        )
+        for name in names:
+            if name in where:
+                continue  # a release continued from the previous page is listed there
+            where[name] = page
+            rel = by_name[name]
+            overview.append(
+                f"| [{md.cell(name)}]({page.split('/', 1)[1]}.md#{heading_anchor(name)}) | "
+                f"{len(rel.saes)} | {md.cell(rel.format)} | {_cell(rel.publisher)} | {k} |"
+            )
+    pages[f"models/{slug}"] = "\n".join(overview) + "\n"
+    return pages, where, size
+
+
 def generate(releases: Iterable[Release]) -> dict[str, str]:
     """{path relative to the docs directory: text} for every generated page."""
     by_model: dict[str, list[Release]] = defaultdict(list)
@@ -123,7 +262,16 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
     total = sum(len(r.saes) for rels in by_model.values() for r in rels)
     n_releases = sum(len(rels) for rels in by_model.values())
 
-    catalogue = [
+    # Each model's pages, and where each release's section landed.
+    where: dict[str, str] = {}
+    sections_size = 0
+    for model in models:
+        model_pages, placed, size = _model_pages(model, by_model[model])
+        pages.update((f"{page}.md", text) for page, text in model_pages.items())
+        where.update(placed)
+        sections_size += size
+
+    intro = [
         "# Pretrained SAEs",
         "",
         NOTE,
@@ -133,10 +281,37 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
         f"publish are shown as *{UNKNOWN}*. Browse [by model](index.md).",
         "",
     ]
-    for model in models:
-        for rel in by_model[model]:
-            catalogue.append(release_section(rel, f"models/{model_slug(model)}.md"))
-    pages["pretrained_saes.md"] = "\n".join(catalogue)
+    text = ""
+    if sections_size <= MAX_PAGE_BYTES:  # else it cannot fit: the sections alone do not
+        catalogue = list(intro)
+        for model in models:
+            for rel in by_model[model]:
+                catalogue.append(release_section(rel, f"models/{model_slug(model)}.md"))
+        text = "\n".join(catalogue)
+    if not text or _size(text) > MAX_PAGE_BYTES:
+        # Too large for one page: every release, linked to its section on its model's page.
+        catalogue = [
+            *intro[:-1],
+            f"The whole catalogue is larger than one page ({sections_size / 1e6:.1f} MB of "
+            "tables); each release links to its table on its model's pages.",
+            "",
+        ]
+        for model in models:
+            catalogue += [
+                f"## [{md.text(model)}](models/{model_slug(model)}.md)",
+                "",
+                "| Release | SAEs | Format | Publisher | Repository |",
+                "|:--|--:|:--|:--|:--|",
+            ]
+            for rel in by_model[model]:
+                catalogue.append(
+                    f"| [{md.cell(rel.name)}]({where[rel.name]}.md#{heading_anchor(rel.name)}) "
+                    f"| {len(rel.saes)} | {md.cell(rel.format)} | {_cell(rel.publisher)} | "
+                    f"{_cell(rel.location)} |"
+                )
+            catalogue.append("")
+        text = "\n".join(catalogue)
+    pages["pretrained_saes.md"] = text
 
     index = [
         "# SAEs by model",
@@ -153,8 +328,7 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
     for model in models:
         rels = by_model[model]
         names = ", ".join(
-            f"[{md.cell(r.name)}](models/{model_slug(model)}.md#{heading_anchor(r.name)})"
-            for r in rels
+            f"[{md.cell(r.name)}]({where[r.name]}.md#{heading_anchor(r.name)})" for r in rels
         )
         hub, shape = _model_cells(model)
         index.append(
@@ -163,30 +337,7 @@ def generate(releases: Iterable[Release]) -> dict[str, str]:
         )
     pages["index.md"] = "\n".join(index) + "\n"
 
-    for model in models:
-        rels = by_model[model]
-        body = [
-            f"# {md.text(model)}",
-            "",
-            NOTE,
-            "",
-            f"{len(rels)} releases, {sum(len(r.saes) for r in rels)} SAEs for "
-            f"**{md.text(model)}**. "
-            "[All models](../index.md) · [whole catalogue](../pretrained_saes.md).",
-            "",
-        ]
-        info = get_model(model)
-        if info is not None:
-            body += [
-                f"- **Hugging Face**: {md.link(md.text(info.hub_id), info.hub_url)} · "
-                f"**family**: {md.text(info.family)} · **shape**: {md.text(info.shape_text())} "
-                f"({md.link('config.json', info.source)})",
-                "",
-            ]
-        body += [release_section(rel) for rel in rels]
-        pages[f"models/{model_slug(model)}.md"] = "\n".join(body)
-
-    pages[PAGE] = render(rel for model in models for rel in by_model[model])
+    pages[PAGE] = render((rel for model in models for rel in by_model[model]), where)
     return pages
 
 
@@ -208,8 +359,8 @@ def stale_files(pages: Mapping[str, str], out: Path) -> list[str]:
             stale.append(rel)
     models_dir = out / "models"
     if models_dir.is_dir():
-        for path in sorted(models_dir.glob("*.md")):
-            rel = f"models/{path.name}"
+        for path in sorted(models_dir.rglob("*.md")):
+            rel = path.relative_to(out).as_posix()
             if rel not in pages:
                 stale.append(rel)
     return stale
@@ -225,4 +376,7 @@ def write(pages: Mapping[str, str], out: Path) -> list[str]:
             target.write_text(pages[rel], encoding="utf-8")
         else:
             target.unlink()
+            with contextlib.suppress(OSError):  # a model's folder of parts, now empty
+                if target.parent != out / "models":
+                    target.parent.rmdir()
     return changed

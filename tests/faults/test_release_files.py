@@ -190,7 +190,7 @@ def test_bad_extra_files_leave_the_rest_of_the_catalogue_working(tmp_path, monke
     score.cli("resolve by Neuronpedia id", "resolve", "t/good", codes=(0,))
     score.cli("resolve the good release", "resolve", "good/sae", codes=(0,))
     score.cli("validate the directory", "validate", str(directory), codes=(1,), one_line=False)
-    index = Path(os.environ["SAEREG_CACHE"]) / "index" / "catalog-v3.json"
+    index = Path(os.environ["SAEREG_CACHE"]) / "index" / "catalog-v4.json"
     size = index.stat().st_size
     score.check("the index cache stays small", size < 5_000_000, f"{size} bytes")
     score.check("no YAML tag ran code", not marker.exists())
