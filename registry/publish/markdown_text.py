@@ -37,11 +37,18 @@ def _escape_char(c: str) -> str:
     return c
 
 
+#: Every per-character rule of `text` in one table for str.translate: other control
+#: characters become spaces, then the escapes. (A Python call per character made
+#: `saereg docs` twice as slow; the output is the same.)
+_TRANSLATE = {
+    **{c: " " for c in range(32) if c != 9},
+    **{ord(c): _escape_char(c) for c in (*_ENTITIES, *_BACKSLASHED)},
+}
+
+
 def text(value: object) -> str:
     """`value` as inline markdown text that renders as exactly these characters."""
-    flat = _LINE_BREAKS.sub(" ", str(value))
-    flat = "".join(c if c >= " " or c == "\t" else " " for c in flat)
-    return "".join(_escape_char(c) for c in flat)
+    return _LINE_BREAKS.sub(" ", str(value)).translate(_TRANSLATE)
 
 
 def paragraphs(value: object) -> str:
