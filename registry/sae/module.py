@@ -20,8 +20,13 @@ it, and forward adds it.
 
 Input normalizations (layer_norm with the unbiased std and eps added to the std,
 constant_norm_rescale, a constant scale) are undone on the way out, using statistics
-carried by the latents tensor that encode returns (`NormState`): the module itself keeps
-no per-call state, so it is safe to share between threads.
+carried by the latents that encode returns (a `Latents` tensor or `SparseLatents`, whose
+`NormState` follows row slices, masks, clones and `torch.cat`: see saereg.sae.norm): the
+module itself keeps no per-call state, so it is safe to share between threads.
+
+Sparse path (saereg.sae.sparse): `encode(x, sparse=True)` gives `SparseLatents`, and
+`decode` sums only the active rows of W_dec; `forward` runs over row chunks, TopK
+always sparse, the others sparse where few latents are active.
 
 Temporal SAEs (canrager/temporalSAEs, "Priors in Time") read a sequence
 x' [..., T, d_in] (scaled by the constant factor, minus b_dec) and split each token into
@@ -44,30 +49,22 @@ forward(x) = decode(f + z_pred), the full reconstruction. The publisher's scale
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from saereg.sae.arguments import check_device, check_dtype
+from saereg.sae.latents import SparseLatents
+from saereg.sae.norm import Latents, NormState, norm_of, plain, wrap
+from saereg.sae.sparse import bag_decode, decode_rows, padded, row_chunk
 from saereg.store.canonical import check_shapes, entry_shapes, read_config, write_canonical
 from saereg.store.in_place import read_tensors
 from saereg.store.sae_config import METADATA_KEY, SAEConfig
 from saereg.store.tensors import read_header
-
-_STATE_ATTR = "saereg_norm"
-
-
-@dataclass(frozen=True)
-class NormState:
-    """What decode needs to map a reconstruction back to the input's space."""
-
-    mean: torch.Tensor | None = None  # layer_norm
-    scale: torch.Tensor | None = None  # multiply the output by this (std, or 1/c)
-    head_shape: tuple[int, int] | None = None  # hook_z: (n_heads, d_head)
-    predicted: torch.Tensor | None = None  # temporal: the codes earlier tokens predict
 
 
 def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -186,9 +183,14 @@ class SAE(nn.Module):
             )
         return x, None
 
+    def _input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """x as a plain tensor in the SAE's dtype, flattened to `[..., d_in]`."""
+        return self._flatten(plain(x).to(self.dtype))
+
     def input_norm(self, x: torch.Tensor) -> NormState:
-        """The statistics decode needs for input `x` (see module docstring)."""
-        flat, heads = self._flatten(x.to(self.dtype))
+        """The statistics decode needs for input `x` (see module docstring): pass them as
+        `decode(f, norm=sae.input_norm(x))` for latents that were computed elsewhere."""
+        flat, heads = self._input(x)
         return self._normalize(flat, heads)[1]
 
     def _normalize(
@@ -226,84 +228,143 @@ class SAE(nn.Module):
 
     def pre_activations(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
         """h = x' @ W_enc + b_enc (for gated: the magnitude path), before the nonlinearity."""
-        return self._encode(x, width)[1]
-
-    def _encode(
-        self, x: torch.Tensor, width: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor, NormState]:
         w = self._slice(width)
-        flat, heads = self._flatten(x.to(self.dtype))
-        xn, state = self._normalize(flat, heads)
-        if self.cfg.apply_b_dec_to_input:
-            xn = xn - self.b_dec
+        flat, heads = self._input(x)
+        xn, _ = self._normalize(flat, heads)
+        if self.cfg.architecture == "temporal":
+            return self._temporal(self._centre(xn))[1]
+        return self._pre(self._centre(xn), w)[-1]
+
+    def _centre(self, xn: torch.Tensor) -> torch.Tensor:
+        return xn - self.b_dec if self.cfg.apply_b_dec_to_input else xn
+
+    def _pre(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, ...]:
+        """Pre-activations of the (normalized, centred) input: (h,), or (gate, mag) for gated."""
         W = self.W_enc[:, :w]
+        if self.cfg.architecture == "gated":
+            gate = _affine(xn, W, self.b_gate[:w])
+            return gate, _affine(xn, W * torch.exp(self.r_mag[:w]), self.b_mag[:w])
+        return (_affine(xn, W, self.b_enc[:w]),)
+
+    def _activate(self, pre: tuple[torch.Tensor, ...], w: int) -> torch.Tensor:
+        """Dense latents from the pre-activations (in place where no gradient is needed)."""
         arch = self.cfg.architecture
-        if arch == "temporal":
+        h = pre[-1]
+        inplace = not (torch.is_grad_enabled() and h.requires_grad)
+        if arch == "gated":
+            mag = h.relu_() if inplace else torch.relu(h)
+            return mag.mul_(pre[0] > 0) if inplace else mag * (pre[0] > 0).to(mag.dtype)
+        if arch == "relu":
+            return h.relu_() if inplace else torch.relu(h)
+        if arch == "jumprelu":
+            keep = h > self.threshold[:w]
+            return h.mul_(keep) if inplace else h * keep.to(h.dtype)
+        if arch == "topk":
+            values, indices = self._topk(h, w)
+            return torch.zeros_like(h).scatter(-1, indices, values)
+        raise ValueError(f"unknown architecture {arch!r}")
+
+    def _topk(self, h: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = min(int(self.cfg.k or 0), w)
+        top = h.topk(k, dim=-1, sorted=False)
+        values = torch.relu(top.values) if self.cfg.topk_relu else top.values
+        return values, top.indices
+
+    def encode(self, x: torch.Tensor, width: int | None = None, *, sparse: bool = False) -> Any:
+        """Latent activations of `x`: a dense `Latents` tensor `[..., d_sae]` that carries
+        what decode needs from the input (so decode works on any edit of it: clone,
+        masks, in-place ablation, steering, row slices, `torch.cat`).
+
+        `sparse=True` returns `SparseLatents` instead (values and indices of the active
+        latents: exactly k per row for TopK; for the others, every active latent, rows
+        padded with zeros), computed chunk by chunk without the dense latents.
+        With `width` (Matryoshka SAEs), only the first `width` latents are used and
+        returned: the nested smaller SAE."""
+        w = self._slice(width)
+        flat, heads = self._input(x)
+        xn, state = self._normalize(flat, heads)
+        xn = self._centre(xn)
+        if self.cfg.architecture == "temporal":
             if w != self.cfg.d_sae:
                 raise ValueError("a temporal SAE has no nested widths")
-            f, h, predicted = self._temporal(xn)
-            return f, h, NormState(scale=state.scale, predicted=predicted)
-        if arch == "gated":
-            gate = xn @ W + self.b_gate[:w]
-            mag = xn @ (W * torch.exp(self.r_mag[:w])) + self.b_mag[:w]
-            return (gate > 0).to(mag.dtype) * torch.relu(mag), mag, state
-        h = xn @ W + self.b_enc[:w]
-        if arch == "relu":
-            f = torch.relu(h)
-        elif arch == "jumprelu":
-            f = h * (h > self.threshold[:w]).to(h.dtype)
-        elif arch == "topk":
-            k = min(int(self.cfg.k or 0), w)
-            top = h.topk(k, dim=-1, sorted=False)
-            values = torch.relu(top.values) if self.cfg.topk_relu else top.values
-            f = torch.zeros_like(h).scatter(-1, top.indices, values)
-        else:
-            raise ValueError(f"unknown architecture {arch!r}")
-        return f, h, state
+            f = self._temporal(xn)[0]
+            if not sparse:
+                return wrap(f, state)
+            values, indices = padded(f.reshape(-1, w))
+            lead = f.shape[:-1]
+            return SparseLatents(values.unflatten(0, lead), indices.unflatten(0, lead), w, state)
+        if not sparse:
+            return wrap(self._activate(self._pre(xn, w), w), state)
+        lead, rows = xn.shape[:-1], xn.reshape(-1, xn.shape[-1])
+        parts = [self._sparse_rows(chunk, w) for chunk in _chunks(rows, w)]
+        n = max((p[0].shape[-1] for p in parts), default=0)
+        values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
+        indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
+        return SparseLatents(values.unflatten(0, lead), indices.unflatten(0, lead), w, state)
 
-    def encode(self, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
-        """Latent activations of `x`. With `width` (Matryoshka SAEs), only the first
-        `width` latents are used and returned: the nested smaller SAE."""
-        f, _, state = self._encode(x, width)
-        setattr(f, _STATE_ATTR, state)
-        return f
+    def _sparse_rows(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices) `[rows, n]` of the active latents of normalized rows."""
+        pre = self._pre(xn, w)
+        if self.cfg.architecture == "topk":
+            return self._topk(pre[-1], w)
+        return padded(self._activate(pre, w))
 
-    def decode(self, f: torch.Tensor, norm: NormState | None = None) -> torch.Tensor:
+    def decode(
+        self, f: torch.Tensor | SparseLatents, norm: NormState | None = None
+    ) -> torch.Tensor:
         """What the latents produce, in the space of the input that produced them:
         f @ W_dec + b_dec with the input normalization undone. Never the affine skip
         path of a transcoder (see `skip`), nor a temporal SAE's predicted codes.
 
-        The input's normalization statistics travel on the tensor `encode` returned; pass
-        `norm=sae.input_norm(x)` if `f` was computed some other way.
+        `f` is what `encode` returned, or any edit of it (the input's statistics travel
+        with it), or `SparseLatents` (decoded from the active rows of W_dec only). Pass
+        `norm=sae.input_norm(x)` for latents computed some other way.
         """
-        state = norm or getattr(f, _STATE_ATTR, None)
+        if isinstance(f, SparseLatents):
+            state = norm or f.norm
+            w = f.d_sae
+        else:
+            state = norm or norm_of(f)
+            w = f.shape[-1]
         kind = self.cfg.normalization["kind"]
         if state is None and kind in ("layer_norm", "constant_norm_rescale"):
             raise ValueError(
-                f"decode() needs the statistics of the input (normalization {kind!r}); "
-                "decode the tensor encode() returned, or pass norm=sae.input_norm(x)"
+                f"decode() needs the statistics of the input (normalization {kind!r}), and "
+                "these latents do not carry them (made by an operation that mixes rows or "
+                "latents of different inputs, loaded from disk, or not from encode()); pass "
+                "norm=sae.input_norm(x) for the input rows they belong to"
             )
-        if state is None and kind == "scale":
-            state = NormState(scale=torch.tensor(1.0 / float(self.cfg.normalization["factor"])))
-        w = f.shape[-1]
         if w > self.cfg.d_sae:
             raise ValueError(f"latents have {w} features, more than d_sae={self.cfg.d_sae}")
-        y = f.to(self.dtype) @ self.W_dec[:w] + self.b_dec
-        if state is not None:
-            if state.scale is not None:
-                y = y * state.scale.to(y.device, y.dtype)
-            if state.mean is not None:
-                y = y + state.mean
-            if state.head_shape is not None and not self.cfg.transcoder:
-                y = y.unflatten(-1, state.head_shape)
-        elif kind == "scale":  # a constant: no statistics of the input needed
-            y = y * (1.0 / float(self.cfg.normalization["factor"]))
+        W_dec = self.W_dec[:w]
+        if isinstance(f, SparseLatents):
+            lead, n = f.values.shape[:-1], f.values.shape[-1]
+            values = f.values.reshape(-1, n).to(self.dtype)
+            rows = bag_decode(f.indices.reshape(-1, n).to(values.device), values, W_dec)
+            y = (rows + self.b_dec).reshape(*lead, self.cfg.d_out)
+        else:
+            f = plain(f).to(self.dtype)
+            y = decode_rows(f.reshape(-1, w), W_dec, self.b_dec).reshape(*f.shape[:-1], -1)
+        if state is None:
+            state = NormState()
+            if kind == "scale":  # a constant: no statistics of the input needed
+                factor = float(self.cfg.normalization["factor"])
+                state = NormState(scale=torch.tensor(1.0 / factor))
+        return self._denormalize(y, state)
+
+    def _denormalize(self, y: torch.Tensor, state: NormState) -> torch.Tensor:
+        if state.scale is not None:
+            y = y * state.scale.to(y.device, y.dtype)
+        if state.mean is not None:
+            y = y + state.mean.to(y.device, y.dtype)
+        if state.head_shape is not None and not self.cfg.transcoder:
+            y = y.unflatten(-1, state.head_shape)
         return y
 
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         """The affine skip path of a transcoder, x @ W_skipᵀ on the raw input: the part
         of forward(x) that no latent explains. Zeros for transcoders without one."""
-        flat, _ = self._flatten(x.to(self.dtype))
+        flat, _ = self._input(x)
         if self.W_skip is None:
             if not self.cfg.transcoder:
                 raise ValueError("skip() belongs to transcoders; this SAE has no skip path")
@@ -314,18 +375,46 @@ class SAE(nn.Module):
         """Temporal SAEs: (novel codes, codes predicted from earlier tokens)."""
         if self.cfg.architecture != "temporal":
             raise ValueError("encode_with_predictions() belongs to temporal SAEs")
-        f = self.encode(x)
-        predicted = getattr(f, _STATE_ATTR).predicted
-        return f, predicted
+        flat, heads = self._input(x)
+        xn, state = self._normalize(flat, heads)
+        f, _, predicted = self._temporal(self._centre(xn))
+        return wrap(f, state), predicted
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The full output: decode(encode(x)), plus the predicted codes (temporal) or
-        the affine skip path (transcoders)."""
-        f = self.encode(x)
-        state: NormState = getattr(f, _STATE_ATTR)
-        if state.predicted is not None:
-            return self.decode(f + state.predicted, norm=state)
-        y = self.decode(f)
+        the affine skip path (transcoders).
+
+        Computed chunk by chunk over the rows, TopK through the sparse path (the k active
+        rows of W_dec), the other architectures through it where few latents are active:
+        no dense latents of the whole input are ever built."""
+        if self.cfg.architecture == "temporal":
+            f, predicted = self.encode_with_predictions(x)
+            norm = norm_of(f)
+            return self.decode(plain(f) + predicted, norm=norm)
+        flat, heads = self._input(x)
+        lead, rows = flat.shape[:-1], flat.reshape(-1, flat.shape[-1])
+        w = self.cfg.d_sae
+        grad = torch.is_grad_enabled() and (rows.requires_grad or self.W_dec.requires_grad)
+        out = None if grad else rows.new_empty((rows.shape[0], self.cfg.d_out))
+        parts = []
+        start = 0
+        for chunk in _chunks(rows, w):
+            xn, state = self._normalize(chunk, None)
+            xn = self._centre(xn)
+            if self.cfg.architecture == "topk":
+                values, indices = self._topk(self._pre(xn, w)[0], w)
+                y = bag_decode(indices, values, self.W_dec) + self.b_dec
+            else:
+                y = decode_rows(self._activate(self._pre(xn, w), w), self.W_dec, self.b_dec)
+            y = self._denormalize(y, state)
+            if out is None:
+                parts.append(y)
+            else:
+                out[start : start + len(y)] = y
+            start += len(y)
+        y = (torch.cat(parts) if out is None else out).reshape(*lead, self.cfg.d_out)
+        if heads is not None and not self.cfg.transcoder:
+            y = y.unflatten(-1, heads)
         if self.W_skip is not None:
             y = y + self.skip(x)
         return y
@@ -411,9 +500,23 @@ def _temporal_attention(
     return layer
 
 
+def _affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x @ W + b in one BLAS call where x is a matrix."""
+    if x.dim() == 2:
+        return torch.addmm(b, x, W)
+    return torch.matmul(x, W) + b
+
+
+def _chunks(rows: torch.Tensor, width: int) -> Iterator[torch.Tensor]:
+    """Row chunks of `rows [n, d]` whose `[chunk, width]` pre-activations stay small."""
+    step = row_chunk(rows.shape[0], width, rows.dtype)
+    for start in range(0, rows.shape[0], step):
+        yield rows[start : start + step]
+
+
 def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     """[B, T, n·d] → [B, n, T, d]."""
     return t.unflatten(-1, (n_heads, -1)).transpose(1, 2)
 
 
-__all__ = ["METADATA_KEY", "SAE", "NormState"]
+__all__ = ["METADATA_KEY", "SAE", "Latents", "NormState", "SparseLatents"]

@@ -1,0 +1,86 @@
+"""Sparse math for the canonical module: decoding from the active latents only.
+
+A TopK SAE with k = 32 of 32,768 latents, or a ReLU/JumpReLU SAE whose L0 is ~100 of
+16k-25k, uses well under 1 % of `W_dec` per token. Decoding those rows with
+`F.embedding_bag` (the weighted sum of the rows named by `indices`; EleutherAI's sparsify
+decodes the same way) costs `tokens × active × d_out` instead of the dense matmul's
+`tokens × d_sae × d_out`, and never builds the dense `[tokens, d_sae]` latents.
+
+Forward passes also run over row chunks (`row_chunk`), so the pre-activations of one
+chunk are all that exists at a time beside the weights, the input and the output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Below this fraction of non-zero latents, decoding the active rows beats the dense
+#: matmul (measured on CPU: equal near 3 %, 5x faster at 0.1 %).
+SPARSE_DENSITY = 0.02
+
+#: Bytes of pre-activations one chunk of a forward pass may hold.
+CHUNK_BYTES = 32 * 2**20
+
+
+def row_chunk(n_rows: int, width: int, dtype: torch.dtype) -> int:
+    """Rows per chunk so that a `[rows, width]` tensor stays within CHUNK_BYTES."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return max(1, min(n_rows, CHUNK_BYTES // max(1, width * item)))
+
+
+def bag_decode(
+    indices: torch.Tensor,
+    values: torch.Tensor,
+    W_dec: torch.Tensor,
+    offsets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Σ_j values[r, j] · W_dec[indices[r, j]] for every row r (no bias).
+
+    Either `indices`/`values` are `[rows, n]` (n per row, padding slots have value 0), or
+    they are flat `[nnz]` with `offsets [rows]` where each row starts (ragged rows)."""
+    values = values.to(W_dec.dtype)
+    if indices.numel() == 0:  # no active latent in any row
+        rows = indices.shape[0] if offsets is None else offsets.shape[0]
+        return W_dec.new_zeros((rows, W_dec.shape[-1])) + 0 * values.sum()
+    return F.embedding_bag(indices, W_dec, offsets, mode="sum", per_sample_weights=values)
+
+
+def ragged(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The non-zero entries of dense `[rows, width]` latents, row by row:
+    (column of each, offsets where each row starts, value of each)."""
+    coo = f.to_sparse()  # coalesced: sorted by row, then column
+    rows, cols = coo.indices()
+    counts = torch.bincount(rows, minlength=f.shape[0])
+    offsets = torch.zeros_like(counts)
+    offsets[1:] = counts.cumsum(0)[:-1]
+    return cols, offsets, coo.values()
+
+
+def padded(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense `[rows, width]` latents as `values, indices [rows, n]`, n the largest number of
+    active latents in a row; shorter rows are padded with value 0 at index 0."""
+    cols, offsets, vals = ragged(f)
+    counts = torch.diff(offsets, append=offsets.new_tensor([cols.numel()]))
+    n = int(counts.max()) if counts.numel() else 0
+    rows = torch.repeat_interleave(torch.arange(f.shape[0], device=f.device), counts)
+    slot = torch.arange(cols.numel(), device=f.device) - offsets[rows]
+    values = f.new_zeros((f.shape[0], n))
+    indices = torch.zeros((f.shape[0], n), dtype=torch.int64, device=f.device)
+    values[rows, slot] = vals
+    indices[rows, slot] = cols
+    return values, indices
+
+
+def decode_rows(f: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
+    """f @ W_dec + b_dec for dense `[rows, w]` latents, through the active rows of W_dec when
+    few latents are active and no gradient is wanted (the result is the same)."""
+    if f.shape[0] and not (torch.is_grad_enabled() and (f.requires_grad or W_dec.requires_grad)):
+        active = int(torch.count_nonzero(f))
+        if active <= SPARSE_DENSITY * f.numel():
+            cols, offsets, vals = ragged(f)
+            return bag_decode(cols, vals, W_dec, offsets) + b_dec
+    return torch.addmm(b_dec, f, W_dec) if f.dim() == 2 else f @ W_dec + b_dec
+
+
+__all__ = ["SPARSE_DENSITY", "bag_decode", "decode_rows", "padded", "ragged", "row_chunk"]
