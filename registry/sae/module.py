@@ -291,8 +291,8 @@ class SAE(nn.Module):
             if not sparse:
                 return wrap(f, state)
             values, indices = padded(f.reshape(-1, w))
-            lead = f.shape[:-1]
-            return SparseLatents(values.unflatten(0, lead), indices.unflatten(0, lead), w, state)
+            lead, n = f.shape[:-1], values.shape[-1]
+            return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
         if not sparse:
             return wrap(self._activate(self._pre(xn, w), w), state)
         lead, rows = xn.shape[:-1], xn.reshape(-1, xn.shape[-1])
@@ -300,7 +300,7 @@ class SAE(nn.Module):
         n = max((p[0].shape[-1] for p in parts), default=0)
         values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
         indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
-        return SparseLatents(values.unflatten(0, lead), indices.unflatten(0, lead), w, state)
+        return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
 
     def _sparse_rows(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices) `[rows, n]` of the active latents of normalized rows."""
@@ -339,8 +339,9 @@ class SAE(nn.Module):
         W_dec = self.W_dec[:w]
         if isinstance(f, SparseLatents):
             lead, n = f.values.shape[:-1], f.values.shape[-1]
-            values = f.values.reshape(-1, n).to(self.dtype)
-            rows = bag_decode(f.indices.reshape(-1, n).to(values.device), values, W_dec)
+            count = math.prod(lead)
+            values = f.values.reshape(count, n).to(self.dtype)
+            rows = bag_decode(f.indices.reshape(count, n).to(values.device), values, W_dec)
             y = (rows + self.b_dec).reshape(*lead, self.cfg.d_out)
         else:
             f = plain(f).to(self.dtype)
@@ -510,7 +511,7 @@ def _affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _chunks(rows: torch.Tensor, width: int) -> Iterator[torch.Tensor]:
     """Row chunks of `rows [n, d]` whose `[chunk, width]` pre-activations stay small."""
     step = row_chunk(rows.shape[0], width, rows.dtype)
-    for start in range(0, rows.shape[0], step):
+    for start in range(0, max(1, rows.shape[0]), step):
         yield rows[start : start + step]
 
 
