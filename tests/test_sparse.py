@@ -49,8 +49,11 @@ def test_sparse_encode_is_the_dense_latents(arch: str, norm: str) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("density", [0.0, 1.0])
 def test_forward_in_chunks_by_either_decode(monkeypatch, arch: str, density: float) -> None:
-    """Many chunks of a few rows; the dense decode (density 0) and the sparse one (1)."""
-    monkeypatch.setattr(sparse_math, "CHUNK_BYTES", 3 * 24 * 4)  # 3 rows per chunk
+    """Chunks of a few rows, blocks of a few latents; the dense decode (density 0) and the
+    sparse one (1)."""
+    monkeypatch.setattr(sparse_math, "ROW_CHUNK", 3)  # chunks of 3 rows
+    monkeypatch.setattr(sparse_math, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(sparse_math, "MIN_BLOCK", 5)  # blocks of 5 latents (4 + one of 4)
     monkeypatch.setattr(sparse_math, "SPARSE_DENSITY", density)
     for reshape in ("none", "hook_z"):
         sae = _sae(arch, "layer_norm", reshape)
@@ -58,7 +61,11 @@ def test_forward_in_chunks_by_either_decode(monkeypatch, arch: str, density: flo
         expected = ref_decode(sae, ref_encode(sae, x), x)
         close(sae(x), expected, f"forward {reshape}")
         close(sae.decode(sae.encode(x)), expected, f"decode(encode) {reshape}")
-        close(sae.decode(sae.encode(x, sparse=True)), expected, f"sparse {reshape}")
+        sl = sae.encode(x, sparse=True)
+        close(sae.decode(sl), expected, f"sparse {reshape}")
+        torch.testing.assert_close(sl.to_dense(), sae.encode(x).plain())
+        want = sae.cfg.k if arch.startswith("topk") else int((sl.values != 0).sum(-1).max())
+        assert sl.values.shape[-1] == want
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu"])

@@ -57,10 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saereg.sae import sparse as sparse_math
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.sae.latents import SparseLatents
 from saereg.sae.norm import Latents, NormState, norm_of, plain, wrap
-from saereg.sae.sparse import bag_decode, decode_rows, padded, row_chunk
+from saereg.sae.sparse import bag_decode, col_blocks, compact, decode_rows, padded
 from saereg.store.canonical import check_shapes, entry_shapes, read_config, write_canonical
 from saereg.store.in_place import read_tensors
 from saereg.store.sae_config import METADATA_KEY, SAEConfig
@@ -233,21 +234,23 @@ class SAE(nn.Module):
         xn, _ = self._normalize(flat, heads)
         if self.cfg.architecture == "temporal":
             return self._temporal(self._centre(xn))[1]
-        return self._pre(self._centre(xn), w)[-1]
+        return self._pre(self._centre(xn), 0, w)[-1]
 
     def _centre(self, xn: torch.Tensor) -> torch.Tensor:
         return xn - self.b_dec if self.cfg.apply_b_dec_to_input else xn
 
-    def _pre(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, ...]:
-        """Pre-activations of the (normalized, centred) input: (h,), or (gate, mag) for gated."""
-        W = self.W_enc[:, :w]
+    def _pre(self, xn: torch.Tensor, j: int, e: int) -> tuple[torch.Tensor, ...]:
+        """Pre-activations of latents j..e-1 of the (normalized, centred) input: (h,), or
+        (gate, mag) for gated."""
+        W = self.W_enc[:, j:e]
         if self.cfg.architecture == "gated":
-            gate = _affine(xn, W, self.b_gate[:w])
-            return gate, _affine(xn, W * torch.exp(self.r_mag[:w]), self.b_mag[:w])
-        return (_affine(xn, W, self.b_enc[:w]),)
+            gate = _affine(xn, W, self.b_gate[j:e])
+            return gate, _affine(xn, W * torch.exp(self.r_mag[j:e]), self.b_mag[j:e])
+        return (_affine(xn, W, self.b_enc[j:e]),)
 
-    def _activate(self, pre: tuple[torch.Tensor, ...], w: int) -> torch.Tensor:
-        """Dense latents from the pre-activations (in place where no gradient is needed)."""
+    def _activate(self, pre: tuple[torch.Tensor, ...], j: int, e: int) -> torch.Tensor:
+        """Dense latents j..e-1 from their pre-activations (in place where no gradient is
+        needed). TopK goes through `_sparse_rows`: it needs every latent of a row."""
         arch = self.cfg.architecture
         h = pre[-1]
         inplace = not (torch.is_grad_enabled() and h.requires_grad)
@@ -257,18 +260,9 @@ class SAE(nn.Module):
         if arch == "relu":
             return h.relu_() if inplace else torch.relu(h)
         if arch == "jumprelu":
-            keep = h > self.threshold[:w]
+            keep = h > self.threshold[j:e]
             return h.mul_(keep) if inplace else h * keep.to(h.dtype)
-        if arch == "topk":
-            values, indices = self._topk(h, w)
-            return torch.zeros_like(h).scatter(-1, indices, values)
         raise ValueError(f"unknown architecture {arch!r}")
-
-    def _topk(self, h: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k = min(int(self.cfg.k or 0), w)
-        top = h.topk(k, dim=-1, sorted=False)
-        values = torch.relu(top.values) if self.cfg.topk_relu else top.values
-        return values, top.indices
 
     def encode(self, x: torch.Tensor, width: int | None = None, *, sparse: bool = False) -> Any:
         """Latent activations of `x`: a dense `Latents` tensor `[..., d_sae]` that carries
@@ -277,13 +271,14 @@ class SAE(nn.Module):
 
         `sparse=True` returns `SparseLatents` instead (values and indices of the active
         latents: exactly k per row for TopK; for the others, every active latent, rows
-        padded with zeros), computed chunk by chunk without the dense latents.
+        padded with zeros), computed block by block without the dense latents.
         With `width` (Matryoshka SAEs), only the first `width` latents are used and
         returned: the nested smaller SAE."""
         w = self._slice(width)
         flat, heads = self._input(x)
         xn, state = self._normalize(flat, heads)
         xn = self._centre(xn)
+        lead, rows = xn.shape[:-1], xn.reshape(-1, xn.shape[-1])
         if self.cfg.architecture == "temporal":
             if w != self.cfg.d_sae:
                 raise ValueError("a temporal SAE has no nested widths")
@@ -291,23 +286,40 @@ class SAE(nn.Module):
             if not sparse:
                 return wrap(f, state)
             values, indices = padded(f.reshape(-1, w))
-            lead, n = f.shape[:-1], values.shape[-1]
-            return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
-        if not sparse:
-            return wrap(self._activate(self._pre(xn, w), w), state)
-        lead, rows = xn.shape[:-1], xn.reshape(-1, xn.shape[-1])
-        parts = [self._sparse_rows(chunk, w) for chunk in _chunks(rows, w)]
-        n = max((p[0].shape[-1] for p in parts), default=0)
-        values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
-        indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
+        elif not sparse and self.cfg.architecture != "topk":
+            return wrap(self._activate(self._pre(xn, 0, w), 0, w), state)
+        else:
+            parts = [self._sparse_rows(chunk, w) for chunk in _chunks(rows)]
+            values, indices = _join(parts)
+        if not sparse:  # TopK, dense: the k values scattered into zeros
+            dense = values.new_zeros((len(values), w)).scatter(-1, indices, values)
+            return wrap(dense.reshape(*lead, w), state)
+        n = values.shape[-1]
         return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
 
     def _sparse_rows(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, indices) `[rows, n]` of the active latents of normalized rows."""
-        pre = self._pre(xn, w)
-        if self.cfg.architecture == "topk":
-            return self._topk(pre[-1], w)
-        return padded(self._activate(pre, w))
+        """(values, indices) `[rows, n]` of the active latents of normalized rows, from
+        blocks of latents (sparse.col_blocks): only one block's pre-activations exist at a
+        time. TopK keeps each block's k largest, then the k largest of those."""
+        topk = self.cfg.architecture == "topk"
+        k = min(int(self.cfg.k or 0), w)
+        vals, idxs = [], []
+        for j, e in col_blocks(xn.shape[0], w, xn.dtype):
+            pre = self._pre(xn, j, e)
+            if topk:
+                v, i = pre[-1].topk(min(k, e - j), dim=-1, sorted=False)
+            else:
+                v, i = padded(self._activate(pre, j, e))
+            vals.append(v)
+            idxs.append(i + j if j else i)
+        values = vals[0] if len(vals) == 1 else torch.cat(vals, -1)
+        indices = idxs[0] if len(idxs) == 1 else torch.cat(idxs, -1)
+        if not topk:
+            return compact(values, indices) if len(vals) > 1 else (values, indices)
+        if len(vals) > 1:
+            values, pick = values.topk(k, dim=-1, sorted=False)
+            indices = indices.gather(-1, pick)
+        return (torch.relu(values) if self.cfg.topk_relu else values), indices
 
     def decode(
         self, f: torch.Tensor | SparseLatents, norm: NormState | None = None
@@ -399,15 +411,20 @@ class SAE(nn.Module):
         out = None if grad else rows.new_empty((rows.shape[0], self.cfg.d_out))
         parts = []
         start = 0
-        for chunk in _chunks(rows, w):
+        for chunk in _chunks(rows):
             xn, state = self._normalize(chunk, None)
             xn = self._centre(xn)
             if self.cfg.architecture == "topk":
-                values, indices = self._topk(self._pre(xn, w)[0], w)
-                y = bag_decode(indices, values, self.W_dec) + self.b_dec
+                values, indices = self._sparse_rows(xn, w)
+                y = bag_decode(indices, values, self.W_dec)
             else:
-                y = decode_rows(self._activate(self._pre(xn, w), w), self.W_dec, self.b_dec)
-            y = self._denormalize(y, state)
+                y = None
+                for j, e in col_blocks(len(xn), w, xn.dtype):
+                    f = self._activate(self._pre(xn, j, e), j, e)
+                    part = decode_rows(f, self.W_dec[j:e])
+                    y = part if y is None else (y + part if grad else y.add_(part))
+                assert y is not None
+            y = self._denormalize(y + self.b_dec, state)
             if out is None:
                 parts.append(y)
             else:
@@ -508,11 +525,21 @@ def _affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x, W) + b
 
 
-def _chunks(rows: torch.Tensor, width: int) -> Iterator[torch.Tensor]:
-    """Row chunks of `rows [n, d]` whose `[chunk, width]` pre-activations stay small."""
-    step = row_chunk(rows.shape[0], width, rows.dtype)
+def _chunks(rows: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Row chunks of `rows [n, d]` (sparse.ROW_CHUNK rows each; one chunk if n is 0)."""
+    step = sparse_math.ROW_CHUNK
     for start in range(0, max(1, rows.shape[0]), step):
         yield rows[start : start + step]
+
+
+def _join(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse rows of several chunks as one `[rows, n]` pair (padding the narrower)."""
+    if len(parts) == 1:
+        return parts[0]
+    n = max(p[0].shape[-1] for p in parts)
+    values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
+    indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
+    return values, indices
 
 
 def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
