@@ -59,9 +59,11 @@ from torch import nn
 
 from saereg.sae import sparse as sparse_math
 from saereg.sae.arguments import check_device, check_dtype
+from saereg.sae.build import config_and_tensors
 from saereg.sae.latents import SparseLatents
 from saereg.sae.norm import Latents, NormState, norm_of, plain, wrap
 from saereg.sae.sparse import bag_decode, col_blocks, compact, decode_rows, padded
+from saereg.sae.temporal import temporal_attention, temporal_codes
 from saereg.store.canonical import check_shapes, entry_shapes, read_config, write_canonical
 from saereg.store.in_place import read_tensors
 from saereg.store.sae_config import METADATA_KEY, SAEConfig
@@ -96,7 +98,7 @@ class SAE(nn.Module):
         self.register_parameter("W_skip", None)  # present only for affine transcoders
         if cfg.temporal is not None:
             self.attn_layers = nn.ModuleList(
-                _temporal_attention(cfg.d_sae, int(cfg.temporal["d_attn"]), device, dtype)
+                temporal_attention(cfg.d_sae, int(cfg.temporal["d_attn"]), device, dtype)
                 for _ in range(int(cfg.temporal["n_attn_layers"]))
             )
         for name, shape in shapes.items():
@@ -123,6 +125,69 @@ class SAE(nn.Module):
         sae.load_state_dict(tensors, strict=True, assign=True)
         sae.requires_grad_(False)
         return sae
+
+    @classmethod
+    def from_weights(
+        cls,
+        *,
+        W_enc: Any,
+        W_dec: Any,
+        b_enc: Any = None,
+        b_dec: Any = None,
+        architecture: str = "relu",
+        k: int | None = None,
+        threshold: Any = None,
+        b_gate: Any = None,
+        b_mag: Any = None,
+        r_mag: Any = None,
+        W_skip: Any = None,
+        hook_name: str | None = None,
+        hook_name_out: str | None = None,
+        model: str | None = None,
+        hf_hook: Any = None,
+        hf_hook_out: Any = None,
+        normalization: Any = "none",
+        apply_b_dec_to_input: bool = False,
+        reshape: str = "none",
+        topk_relu: bool = True,
+        transcoder: bool | None = None,
+        hook_layer: int | None = None,
+        name: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> SAE:
+        """Wrap your own SAE (or transcoder) as a canonical `SAE`, checking every shape.
+
+        Tensors (torch or numpy) in saereg's orientation: `W_enc [d_in, d_sae]`,
+        `W_dec [d_sae, d_out]`, `b_enc [d_sae]` and `b_dec [d_out]` (zeros if omitted);
+        `threshold [d_sae]` (or a number) for `architecture="jumprelu"`; `b_gate`,
+        `b_mag`, `r_mag` for "gated"; `k` for "topk"; `W_skip [d_out, d_in]` for an
+        affine transcoder. The math is the module's (see `saereg.sae.module`):
+        `encode(x) = act((x' - b_dec·[apply_b_dec_to_input]) @ W_enc + b_enc)`,
+        `decode(f) = f @ W_dec + b_dec`, x' the input after `normalization` ("none",
+        "layer_norm", "constant_norm_rescale", or a number: a constant factor).
+
+        `hook_name` is the TransformerLens hook it reads (what `attach` hooks on a
+        HookedTransformer); for a Hugging Face model, give `model` (a name from
+        `saereg models`: the hook point then comes from the models table) or `hf_hook`
+        ("model.layers.8.output", or {"module": ..., "side": "input"|"output"}).
+        `dtype` / `device` default to those of `W_enc`.
+        """
+        tensors = {
+            "W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec,
+            "threshold": threshold, "b_gate": b_gate, "b_mag": b_mag, "r_mag": r_mag,
+            "W_skip": W_skip,
+        }  # fmt: skip
+        options = {
+            "architecture": architecture, "k": k, "hook_name": hook_name,
+            "hook_name_out": hook_name_out, "model": model, "hf_hook": hf_hook,
+            "hf_hook_out": hf_hook_out, "normalization": normalization,
+            "apply_b_dec_to_input": apply_b_dec_to_input, "reshape": reshape,
+            "topk_relu": topk_relu, "transcoder": transcoder, "hook_layer": hook_layer,
+            "name": name, "dtype": dtype, "device": device,
+        }  # fmt: skip
+        cfg, weights = config_and_tensors(tensors, options)
+        return cls.from_tensors(cfg, weights)
 
     @classmethod
     def load(
@@ -289,7 +354,8 @@ class SAE(nn.Module):
         elif not sparse and self.cfg.architecture != "topk":
             return wrap(self._activate(self._pre(xn, 0, w), 0, w), state)
         else:
-            parts = [self._sparse_rows(chunk, w) for chunk in _chunks(rows)]
+            budget = self._budget(len(rows))
+            parts = [self._sparse_rows(chunk, w, budget) for chunk in _chunks(rows)]
             values, indices = _join(parts)
         if not sparse:  # TopK, dense: the k values scattered into zeros
             dense = values.new_zeros((len(values), w)).scatter(-1, indices, values)
@@ -297,14 +363,22 @@ class SAE(nn.Module):
         n = values.shape[-1]
         return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
 
-    def _sparse_rows(self, xn: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _budget(self, n_rows: int) -> int:
+        """Bytes of pre-activations a pass over `n_rows` rows may hold (sparse.tile_bytes)."""
+        item = self.W_enc.element_size()
+        held = self.W_enc.numel() + self.W_dec.numel() + n_rows * (self.cfg.d_in + self.cfg.d_out)
+        return sparse_math.tile_bytes(held * item)
+
+    def _sparse_rows(
+        self, xn: torch.Tensor, w: int, budget: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices) `[rows, n]` of the active latents of normalized rows, from
         blocks of latents (sparse.col_blocks): only one block's pre-activations exist at a
         time. TopK keeps each block's k largest, then the k largest of those."""
         topk = self.cfg.architecture == "topk"
         k = min(int(self.cfg.k or 0), w)
         vals, idxs = [], []
-        for j, e in col_blocks(xn.shape[0], w, xn.dtype):
+        for j, e in col_blocks(xn.shape[0], w, xn.dtype, budget):
             pre = self._pre(xn, j, e)
             if topk:
                 v, i = pre[-1].topk(min(k, e - j), dim=-1, sorted=False)
@@ -411,15 +485,16 @@ class SAE(nn.Module):
         out = None if grad else rows.new_empty((rows.shape[0], self.cfg.d_out))
         parts = []
         start = 0
+        budget = self._budget(len(rows))
         for chunk in _chunks(rows):
             xn, state = self._normalize(chunk, None)
             xn = self._centre(xn)
             if self.cfg.architecture == "topk":
-                values, indices = self._sparse_rows(xn, w)
+                values, indices = self._sparse_rows(xn, w, budget)
                 y = bag_decode(indices, values, self.W_dec)
             else:
                 y = None
-                for j, e in col_blocks(len(xn), w, xn.dtype):
+                for j, e in col_blocks(len(xn), w, xn.dtype, budget):
                     f = self._activate(self._pre(xn, j, e), j, e)
                     part = decode_rows(f, self.W_dec[j:e])
                     y = part if y is None else (y + part if grad else y.add_(part))
@@ -439,34 +514,7 @@ class SAE(nn.Module):
 
     def _temporal(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Novel codes, their pre-activations and the predicted codes (module docstring)."""
-        if xn.dim() < 2:
-            raise ValueError("a temporal SAE reads a sequence: input [..., tokens, d_in]")
-        lead = xn.shape[:-2]
-        r = xn.reshape(-1, *xn.shape[-2:])
-        assert self.cfg.temporal is not None
-        n_heads = int(self.cfg.temporal["n_heads"])
-        predicted = torch.zeros((*r.shape[:-1], self.cfg.d_sae), dtype=r.dtype, device=r.device)
-        for layer in self.attn_layers:
-            z = torch.relu(r @ self.W_enc + self.b_enc)
-            ctx = torch.cat((torch.zeros_like(z[:, :1]), z[:, :-1]), dim=1)
-            q, k, v = (
-                _heads(layer.q_target(z), n_heads),
-                _heads(layer.k_ctx(ctx), n_heads),
-                _heads(layer.v_ctx(ctx), n_heads),
-            )
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            p = torch.relu(layer.c_proj(a.transpose(1, 2).flatten(-2)))
-            d = p @ self.W_dec
-            s = (d * r).sum(-1, keepdim=True) / (d.norm(dim=-1, keepdim=True) + 1e-6).pow(2)
-            predicted = predicted + p * s
-            r = r - s * d
-        h = r @ self.W_enc + self.b_enc
-        f = torch.relu(h)
-        if self.cfg.k:
-            top = f.topk(int(self.cfg.k), dim=-1).indices
-            f = f * torch.zeros_like(f).scatter(-1, top, 1.0)
-        shape = (*lead, *xn.shape[-2:-1], self.cfg.d_sae)
-        return f.reshape(shape), h.reshape(shape), predicted.reshape(shape)
+        return temporal_codes(self, xn)
 
     # ------------------------------------------------------------------ matryoshka
 
@@ -507,17 +555,6 @@ class SAE(nn.Module):
         )
 
 
-def _temporal_attention(
-    d_sae: int, d_attn: int, device: str | torch.device | None, dtype: torch.dtype | None
-) -> nn.Module:
-    """One attention layer of a temporal SAE: projections named as the publisher's."""
-    layer = nn.Module()
-    for name, width in (("k_ctx", d_attn), ("q_target", d_attn), ("v_ctx", d_sae)):
-        setattr(layer, name, nn.Linear(d_sae, width, device=device, dtype=dtype))
-    layer.c_proj = nn.Linear(d_sae, d_sae, device=device, dtype=dtype)
-    return layer
-
-
 def _affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x @ W + b in one BLAS call where x is a matrix."""
     if x.dim() == 2:
@@ -540,11 +577,6 @@ def _join(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor,
     values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
     indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
     return values, indices
-
-
-def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """[B, T, n·d] → [B, n, T, d]."""
-    return t.unflatten(-1, (n_heads, -1)).transpose(1, 2)
 
 
 __all__ = ["METADATA_KEY", "SAE", "Latents", "NormState", "SparseLatents"]

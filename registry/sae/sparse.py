@@ -23,21 +23,32 @@ SPARSE_DENSITY = 0.02
 #: Rows of input a forward pass (or a sparse encode) handles at a time.
 ROW_CHUNK = 4096
 
-#: Bytes of pre-activations that may exist at a time: latents are computed in blocks of
-#: columns of W_enc (`col_blocks`), so that only one `[rows, block]` tensor exists beside
-#: the weights, the input and the output. Blocks of columns, not of rows: each block of
-#: W_enc is then read (and packed by the BLAS) once, and only the small input is re-read.
-CHUNK_BYTES = 24 * 2**20
+#: Pre-activations that may exist at a time, as a fraction of what a forward pass holds
+#: anyway (weights, input, output), within [MIN_BYTES, CHUNK_BYTES]: latents are computed
+#: in blocks of columns of W_enc (`col_blocks`), so only one `[rows, block]` tensor exists
+#: beside them. Blocks of columns, not of rows: each block of W_enc is read (and packed
+#: by the BLAS) once per row chunk, and only the small input is re-read.
+TILE_FRACTION = 0.15
+MIN_BYTES = 16 * 2**20
+CHUNK_BYTES = 64 * 2**20
 
 #: The narrowest block of latents (narrower makes the matmuls inefficient).
 MIN_BLOCK = 256
 
 
-def col_blocks(n_rows: int, width: int, dtype: torch.dtype) -> list[tuple[int, int]]:
+def tile_bytes(held: int) -> int:
+    """The pre-activation budget for a forward pass that holds `held` bytes anyway."""
+    return int(min(CHUNK_BYTES, max(MIN_BYTES, TILE_FRACTION * held)))
+
+
+def col_blocks(
+    n_rows: int, width: int, dtype: torch.dtype, budget: int | None = None
+) -> list[tuple[int, int]]:
     """(start, end) of the blocks of latents whose `[n_rows, block]` pre-activations stay
-    within CHUNK_BYTES (at least MIN_BLOCK latents a block)."""
+    within `budget` bytes (CHUNK_BYTES if None; at least MIN_BLOCK latents a block)."""
     item = torch.empty((), dtype=dtype).element_size()
-    step = max(MIN_BLOCK, CHUNK_BYTES // max(1, n_rows * item))
+    budget = CHUNK_BYTES if budget is None else min(budget, CHUNK_BYTES)
+    step = max(MIN_BLOCK, budget // max(1, n_rows * item))
     step = -(-width // -(-width // step))  # equal blocks
     return [(j, min(width, j + step)) for j in range(0, width, step)]
 
@@ -117,12 +128,15 @@ def compact(values: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, 
 __all__ = [
     "CHUNK_BYTES",
     "MIN_BLOCK",
+    "MIN_BYTES",
     "ROW_CHUNK",
     "SPARSE_DENSITY",
+    "TILE_FRACTION",
     "bag_decode",
     "col_blocks",
     "compact",
     "decode_rows",
     "padded",
     "ragged",
+    "tile_bytes",
 ]
