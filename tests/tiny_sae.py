@@ -51,7 +51,9 @@ def make(
             "reshape": reshape,
             "dtype": str(dtype).removeprefix("torch."),
             "source": {"release": "tiny", "sae_id": arch, "format": "test", "files": {}},
-            "hook_name": "blocks.0.attn.hook_z" if reshape == "hook_z" else "blocks.0.hook_resid_pre",
+            "hook_name": "blocks.0.attn.hook_z"
+            if reshape == "hook_z"
+            else "blocks.0.hook_resid_pre",
             "k": K if arch in ("topk",) else None,
             "temporal": temporal,
             **extra,
@@ -147,6 +149,8 @@ def ref_decode(sae: SAE, f: torch.Tensor, x_rows: torch.Tensor) -> torch.Tensor:
 
 def close(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
     assert type(actual) is torch.Tensor, f"{what}: decode returned {type(actual).__name__}"
-    assert actual.shape == expected.shape, f"{what}: {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (
+        f"{what}: {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
     tol = 1e-4 * max(1.0, math.sqrt(float(expected.abs().max())))
     torch.testing.assert_close(actual.double(), expected.double(), atol=tol, rtol=1e-4, msg=what)

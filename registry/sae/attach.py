@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import SaeregError
+from saereg.catalogue.hooks import LAYOUTS, hf_hook
 from saereg.catalogue.models import get_model
 from saereg.catalogue.refs import close_matches
 from saereg.sae.attach_layers import attach_layers
@@ -45,14 +46,16 @@ class Attachment:
 
     mode: str
     sites: tuple[str, ...]
-    latents: torch.Tensor | None = None
+    latents: Any = None  # dense latents, or SparseLatents with attach(..., sparse=True)
     error: torch.Tensor | None = None
     calls: int = 0
     _pending: list[Any] = field(default_factory=list, repr=False)
 
 
 @contextmanager
-def attach(model: Any, sae: Any, *, mode: str = "replace") -> Iterator[Attachment]:
+def attach(
+    model: Any, sae: Any, *, mode: str = "replace", sparse: bool = False
+) -> Iterator[Attachment]:
     """Hook `sae` into `model` for the duration of a ``with`` block::
 
         with saereg.attach(model, sae, mode="record") as seen:
@@ -65,6 +68,11 @@ def attach(model: Any, sae: Any, *, mode: str = "replace") -> Iterator[Attachmen
     a replacement model: every loaded layer's input site read, every loaded layer's
     output site written (saereg.sae.attach_layers; the block then yields a
     `LayersAttachment`, whose ``latents`` are stacked over layers).
+    On a Hugging Face model the site is the SAE's ``hf_hook``, else the one the models
+    table gives for its ``model`` and hook, else for the model's own family
+    (``model.config.model_type``). With ``sparse=True`` the latents are kept (and
+    decoded) as `SparseLatents`; otherwise decode takes the sparse path by itself where
+    few latents are active.
     """
     if mode not in MODES:
         raise AttachError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -86,7 +94,7 @@ def attach(model: Any, sae: Any, *, mode: str = "replace") -> Iterator[Attachmen
     state = Attachment(mode, tuple(s.label for s in (in_site, out_site) if s is not None))
 
     def read(x: torch.Tensor) -> torch.Tensor | None:
-        latents = sae.encode(x)
+        latents = sae.encode(x, sparse=True) if sparse else sae.encode(x)
         state.latents, state.calls = latents, state.calls + 1
         if transcoder:
             state._pending[:] = [latents]
@@ -180,27 +188,43 @@ def _tl_site(model: Any, cfg: Any, *, out: bool) -> _Site:
 
 
 def _hf_site(model: Any, cfg: Any, *, out: bool) -> _Site:
-    hook = _hf_hook_of(cfg, out=out)
+    hook = _hf_hook_of(cfg, out=out, live=model)
     path, side = hook["module"], hook["side"]
     module_name = _find_module(model, path)
     return _Site(f"{module_name} ({side})", model.get_submodule(module_name), side)
 
 
-def _hf_hook_of(cfg: Any, *, out: bool) -> Mapping[str, str]:
+def _hf_hook_of(cfg: Any, *, out: bool, live: Any = None) -> Mapping[str, str]:
     hook = getattr(cfg, "hf_hook_out" if out else "hf_hook", None)
     if hook:
         return hook
-    # Canonical files written before hf_hook existed: translate from the model table.
-
+    # Canonical files written before hf_hook existed, and SAEs of your own: translate
+    # from the models table, by the SAE's model or else the live model's family.
     model = get_model(getattr(cfg, "model", None))
     name = cfg.hook_name_out if out else cfg.hook_name
     found = model.hf_hook(name) if model is not None else None
+    family = _family(live) if model is None else None
+    if found is None and family is not None:
+        found = hf_hook(family, name)
     if found is None:
+        whose = (
+            f"model {cfg.model!r}"
+            if getattr(cfg, "model", None)
+            else f"a {family or type(live).__name__} model"
+        )
         raise AttachError(
-            f"no Hugging Face module is known for hook {name!r} of model "
-            f"{getattr(cfg, 'model', None)!r}; see `saereg models` and registry/catalogue/hooks.py"
+            f"no Hugging Face module is known for hook {name!r} of {whose}; give the SAE "
+            "hf_hook='<module path>.input|output' (SAE.from_weights), or a model from "
+            "`saereg models`; see registry/catalogue/hooks.py"
         )
     return found.to_dict()
+
+
+def _family(model: Any) -> str | None:
+    """The hooks-table family of a live Hugging Face model, from its config's model_type."""
+    kind = str(getattr(getattr(model, "config", None), "model_type", "") or "")
+    kind = kind.replace("_", "-").removesuffix("-text")
+    return kind if kind in LAYOUTS else None
 
 
 def _find_module(model: Any, path: str) -> str:

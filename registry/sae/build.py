@@ -71,9 +71,10 @@ def config_and_tensors(
             f"{', '.join(sorted(extra))} {'is' if len(extra) == 1 else 'are'} not used by a "
             f"{arch} {'transcoder' if transcoder else 'SAE'}; it takes {', '.join(need)}"
         )
-    for name in ("b_gate", "b_mag", "r_mag") if arch == "gated" else ():
+    required = {"gated": ("b_gate", "b_mag", "r_mag"), "jumprelu": ("threshold",)}
+    for name in required.get(arch, ()):
         if name not in given:
-            raise ArgumentError(f"a gated SAE needs {name} [d_sae={d_sae}]")
+            raise ArgumentError(f"architecture={arch!r} needs {name} [d_sae={d_sae}]")
     out: dict[str, torch.Tensor] = {}
     for name, shape in need.items():
         t = given.get(name)
