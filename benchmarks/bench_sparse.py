@@ -44,8 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saereg.sae.module import SAE  # noqa: E402
-from saereg.store.sae_config import SAEConfig  # noqa: E402
+from saereg.sae.module import SAE
+from saereg.store.sae_config import SAEConfig
 
 CASES: dict[str, dict[str, Any]] = {
     "pythia": {"d_in": 512, "d_sae": 32768, "arch": "topk", "k": 32, "norm": "none",
@@ -101,7 +101,9 @@ def peer(case: dict[str, Any], t: dict[str, torch.Tensor]) -> Callable[[torch.Te
         if case["peer"] == "sparsify":
             from sparsify import SparseCoder, SparseCoderConfig
 
-            sc = SparseCoder(case["d_in"], SparseCoderConfig(num_latents=case["d_sae"], k=case["k"]))
+            sc = SparseCoder(
+                case["d_in"], SparseCoderConfig(num_latents=case["d_sae"], k=case["k"])
+            )
             sc.encoder.weight.data = t["W_enc"].T.contiguous()
             sc.encoder.bias.data = t["b_enc"].clone()
             sc.W_dec.data = t["W_dec"].clone()
@@ -230,8 +232,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} threads, "
           f"{args.tokens} tokens, median of {args.runs} runs\n")  # fmt: skip
-    print("| SAE | L0 | saereg forward | peer forward | ratio | encode / bare matmul "
-          "(throughput) | sparse encode / matmul | TopK decode: sparse vs dense |")
+    print(
+        "| SAE | L0 | saereg forward | peer forward | ratio | encode / bare matmul "
+        "(throughput) | sparse encode / matmul | TopK decode: sparse vs dense |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         r = run_case(name, args)
@@ -251,9 +255,11 @@ def main() -> None:
     print(f"\nPeak memory of a TopK forward on {args.memory_tokens} tokens (fresh process):")
     for name in ("pythia", "oai"):
         mem = memory(name, args.memory_tokens, args.threads)
-        print(f"- {CASES[name]['label']}: peak {mem['peak'] / 2**20:.0f} MiB vs weights + "
-              f"input + output {mem['needed'] / 2**20:.0f} MiB = "
-              f"{mem['peak'] / mem['needed']:.2f}x")
+        print(
+            f"- {CASES[name]['label']}: peak {mem['peak'] / 2**20:.0f} MiB vs weights + "
+            f"input + output {mem['needed'] / 2**20:.0f} MiB = "
+            f"{mem['peak'] / mem['needed']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

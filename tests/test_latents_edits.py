@@ -121,7 +121,7 @@ def test_latents_of_different_inputs_do_not_mix_silently() -> None:
     a, b = sae.encode(inputs(seed=1)), sae.encode(inputs(seed=2))
     mixed = a - b
     assert type(mixed) is torch.Tensor
-    with pytest.raises(ValueError, match="norm=sae.input_norm"):
+    with pytest.raises(ValueError, match=r"norm=sae\.input_norm"):
         sae.decode(mixed)
     x = inputs(seed=1)
     close(sae.decode(mixed, norm=sae.input_norm(x)), ref_decode(sae, mixed, x))
