@@ -40,9 +40,10 @@ _LAZY = {
     "CrossLayerTranscoder": "saereg.sae.clt",
     "CrossCoder": "saereg.sae.crosscoder",
     "TranscoderSet": "saereg.sae.transcoder_set",
-    "SparseLatents": "saereg.sae.latents",
     "SAE": "saereg.sae.module",
-    "NormState": "saereg.sae.module",
+    "NormState": "saereg.sae.norm",
+    "Latents": "saereg.sae.norm",
+    "SparseLatents": "saereg.sae.latents",
     "attach": "saereg.sae.attach",
     "Attachment": "saereg.sae.attach",
     "AttachError": "saereg.sae.attach",
@@ -64,6 +65,7 @@ __all__ = [
     "CrossCoder",
     "CrossLayerTranscoder",
     "Format",
+    "Latents",
     "LazyArray",
     "ModelInfo",
     "NormState",
@@ -111,7 +113,8 @@ if TYPE_CHECKING:
     from saereg.sae.clt import CrossLayerTranscoder
     from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.latents import SparseLatents
-    from saereg.sae.module import SAE, NormState
+    from saereg.sae.module import SAE
+    from saereg.sae.norm import Latents, NormState
     from saereg.sae.transcoder_set import TranscoderSet
     from saereg.store.sae_config import SAEConfig
     from saereg.store.tensors import LazyArray

@@ -442,7 +442,7 @@ def load_sae(
     ref: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "float32",
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
@@ -460,6 +460,13 @@ def load_sae(
     ``sae`` (which SAE of a folder holding several), ``model``, ``hook_name``,
     ``hook_name_out``, ``hook_layer``, ``hf_hook_name``, ``k``, ``context_size``,
     ``normalize_activations``, ``norm_scaling_factor``, ``dataset``.
+
+    The dtype rule: the SAE is loaded in float32 (as SAELens and TransformerLens load
+    theirs), whatever dtype the publisher stored, unless you pass `dtype` ("bfloat16",
+    "float16", "float64", a torch.dtype), or `dtype=None` for the stored dtype as it is
+    (`sae.cfg.dtype` says which; no cast, the least memory). The module computes in its
+    own dtype (`sae.dtype`) and returns every output (latents, reconstructions) in it,
+    whatever the input's dtype: inputs are cast on the way in.
 
     The first call downloads the publisher's files and converts them once; later calls
     read the cached canonical file directly onto the device (a local folder is
