@@ -23,13 +23,13 @@ CASES = {case.name: case for case in dl.CASES}
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_class_matches_the_publisher(hubenv, name: str) -> None:
     case = CASES[name]
-    compare(saereg.load_sae(serve(hubenv, case)), case, seed=7)
+    compare(saereg.load_sae(serve(hubenv, case), dtype=None), case, seed=7)
 
 
 def test_negative_thresholds_are_exact(hubenv) -> None:
     """The publisher's ReLU after its threshold: latents with θ < 0 never go negative."""
     case = CASES["BatchTopKSAE-negative-threshold"]
-    sae = saereg.load_sae(serve(hubenv, case))
+    sae = saereg.load_sae(serve(hubenv, case), dtype=None)
     x = torch.randn(64, dl.D_IN, generator=torch.Generator().manual_seed(1))
     f = sae.encode(x)
     assert (f >= 0).all() and (sae.pre_activations(x) < 0).any()
@@ -38,7 +38,7 @@ def test_negative_thresholds_are_exact(hubenv) -> None:
 
 def test_matryoshka_nested_widths(hubenv) -> None:
     case = CASES["MatryoshkaBatchTopKSAE"]
-    sae = saereg.load_sae(serve(hubenv, case))
+    sae = saereg.load_sae(serve(hubenv, case), dtype=None)
     assert sae.cfg.nested_widths == (8, 20, 40)
     x = torch.randn(5, dl.D_IN, generator=torch.Generator().manual_seed(2))
     full = case.reference(x).encode
@@ -72,7 +72,7 @@ def test_wrapped_training_checkpoint(hubenv) -> None:
     files = dict(case.files)
     files[f"{dl.PATH}/ae.pt"] = dl.ae_pt({"step": 100, "ae": state, "norm_factor": 1.0})
     wrapped = type(case)(**{**case.__dict__, "files": files, "name": "wrapped"})
-    sae = saereg.load_sae(serve(hubenv, wrapped))
+    sae = saereg.load_sae(serve(hubenv, wrapped), dtype=None)
     x = torch.randn(5, dl.D_IN, generator=torch.Generator().manual_seed(3))
     close(sae(x), case.reference(x).forward, case.atol)
 
@@ -91,7 +91,7 @@ def _bad(hubenv, name: str, *, state=None, config=None, raw: bytes | None = None
         files[f"{dl.PATH}/config.json"] = json.dumps(config).encode()
     bad = type(case)(**{**case.__dict__, "files": files, "name": name})
     with pytest.raises(SaeregError) as info:
-        saereg.load_sae(serve(hubenv, bad))
+        saereg.load_sae(serve(hubenv, bad), dtype=None)
     return str(info.value)
 
 

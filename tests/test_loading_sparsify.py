@@ -23,7 +23,7 @@ CASES = {case.name: case for case in sp.CASES}
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_sparsify(hubenv, name: str) -> None:
     case = CASES[name]
-    sae = saereg.load_sae(serve(hubenv, case))
+    sae = saereg.load_sae(serve(hubenv, case), dtype=None)
     compare(sae, case)
     x = torch.randn(*case.input_shape, generator=torch.Generator().manual_seed(6))
     assert int((sae.encode(x) != 0).sum(-1).max()) <= sp.K
@@ -32,7 +32,7 @@ def test_matches_sparsify(hubenv, name: str) -> None:
 def test_w_dec_is_not_transposed(hubenv) -> None:
     """sparsify stores W_dec [num_latents, d_in], the canonical orientation."""
     case = CASES["sae"]
-    sae = saereg.load_sae(serve(hubenv, case))
+    sae = saereg.load_sae(serve(hubenv, case), dtype=None)
     stored = sp.state(21)["W_dec"]
     assert torch.equal(sae.W_dec, stored)
     assert torch.equal(sae.W_enc, sp.state(21)["encoder.weight"].T)
@@ -55,7 +55,7 @@ def test_transcoder_hooks_and_config_from_headers(hubenv) -> None:
 
 def test_transcoder_output_hook_is_derived(hubenv) -> None:
     """A transcoder entry without hook_name_out gets the MLP output from its hookpoint."""
-    sae = saereg.load_sae(serve(hubenv, CASES["transcoder"]))
+    sae = saereg.load_sae(serve(hubenv, CASES["transcoder"]), dtype=None)
     assert sae.cfg.hook_name_out == "blocks.4.hook_mlp_out"
 
 
@@ -109,7 +109,7 @@ def _bad(hubenv, name: str, *, tensors=None, cfg: dict | None = None) -> str:
         files["layers.3/cfg.json"] = json.dumps(cfg).encode()
     bad = type(case)(**{**case.__dict__, "files": files, "name": name})
     with pytest.raises(SaeregError) as info:
-        saereg.load_sae(serve(hubenv, bad))
+        saereg.load_sae(serve(hubenv, bad), dtype=None)
     return str(info.value)
 
 
@@ -148,7 +148,7 @@ def test_repository_without_run_config(hubenv) -> None:
     case = CASES["sae"]
     files = {p: b for p, b in case.files.items() if p != "config.json"}
     bare = type(case)(**{**case.__dict__, "files": files, "name": "no-run-config"})
-    sae = saereg.load_sae(serve(hubenv, bare))
+    sae = saereg.load_sae(serve(hubenv, bare), dtype=None)
     assert sae.cfg.context_size is None
     compare(sae, case)
 

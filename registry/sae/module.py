@@ -49,12 +49,10 @@ forward(x) = decode(f + z_pred), the full reconstruction. The publisher's scale
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from saereg.sae import sparse as sparse_math
@@ -62,7 +60,17 @@ from saereg.sae.arguments import check_device, check_dtype
 from saereg.sae.build import config_and_tensors
 from saereg.sae.latents import SparseLatents
 from saereg.sae.norm import Latents, NormState, norm_of, plain, wrap
-from saereg.sae.sparse import bag_decode, col_blocks, compact, decode_rows, padded
+from saereg.sae.sparse import (
+    Tile,
+    affine,
+    bag_decode,
+    col_blocks,
+    compact,
+    decode_rows,
+    join_rows,
+    padded,
+    row_chunks,
+)
 from saereg.sae.temporal import temporal_attention, temporal_codes
 from saereg.store.canonical import check_shapes, entry_shapes, read_config, write_canonical
 from saereg.store.in_place import read_tensors
@@ -304,14 +312,26 @@ class SAE(nn.Module):
     def _centre(self, xn: torch.Tensor) -> torch.Tensor:
         return xn - self.b_dec if self.cfg.apply_b_dec_to_input else xn
 
-    def _pre(self, xn: torch.Tensor, j: int, e: int) -> tuple[torch.Tensor, ...]:
+    def _pre(
+        self, xn: torch.Tensor, j: int, e: int, tile: Tile | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Pre-activations of latents j..e-1 of the (normalized, centred) input: (h,), or
-        (gate, mag) for gated."""
+        (gate, mag) for gated. With `tile`, h is written into its reused buffer."""
         W = self.W_enc[:, j:e]
         if self.cfg.architecture == "gated":
-            gate = _affine(xn, W, self.b_gate[j:e])
-            return gate, _affine(xn, W * torch.exp(self.r_mag[j:e]), self.b_mag[j:e])
-        return (_affine(xn, W, self.b_enc[j:e]),)
+            gate = affine(xn, W, self.b_gate[j:e])
+            return gate, affine(xn, W * torch.exp(self.r_mag[j:e]), self.b_mag[j:e])
+        out = tile.take(len(xn), e - j) if tile is not None else None
+        return (affine(xn, W, self.b_enc[j:e], out),)
+
+    def _tile(self, xn: torch.Tensor, blocks: list[tuple[int, int]]) -> Tile | None:
+        """One buffer for every block's pre-activations (allocated, and page-faulted,
+        once), where no gradient is needed."""
+        if torch.is_grad_enabled() and (xn.requires_grad or self.W_enc.requires_grad):
+            return None
+        if xn.dim() != 2 or self.cfg.architecture == "gated":
+            return None
+        return Tile(len(xn) * max(e - j for j, e in blocks), xn)
 
     def _activate(self, pre: tuple[torch.Tensor, ...], j: int, e: int) -> torch.Tensor:
         """Dense latents j..e-1 from their pre-activations (in place where no gradient is
@@ -355,8 +375,8 @@ class SAE(nn.Module):
             return wrap(self._activate(self._pre(xn, 0, w), 0, w), state)
         else:
             budget = self._budget(len(rows))
-            parts = [self._sparse_rows(chunk, w, budget) for chunk in _chunks(rows)]
-            values, indices = _join(parts)
+            parts = [self._sparse_rows(chunk, w, budget) for chunk in row_chunks(rows)]
+            values, indices = join_rows(parts)
         if not sparse:  # TopK, dense: the k values scattered into zeros
             dense = values.new_zeros((len(values), w)).scatter(-1, indices, values)
             return wrap(dense.reshape(*lead, w), state)
@@ -378,8 +398,10 @@ class SAE(nn.Module):
         topk = self.cfg.architecture == "topk"
         k = min(int(self.cfg.k or 0), w)
         vals, idxs = [], []
-        for j, e in col_blocks(xn.shape[0], w, xn.dtype, budget):
-            pre = self._pre(xn, j, e)
+        blocks = col_blocks(xn.shape[0], w, xn.dtype, budget)
+        tile = self._tile(xn, blocks)
+        for j, e in blocks:
+            pre = self._pre(xn, j, e, tile)
             if topk:
                 v, i = pre[-1].topk(min(k, e - j), dim=-1, sorted=False)
             else:
@@ -486,7 +508,7 @@ class SAE(nn.Module):
         parts = []
         start = 0
         budget = self._budget(len(rows))
-        for chunk in _chunks(rows):
+        for chunk in row_chunks(rows):
             xn, state = self._normalize(chunk, None)
             xn = self._centre(xn)
             if self.cfg.architecture == "topk":
@@ -494,8 +516,10 @@ class SAE(nn.Module):
                 y = bag_decode(indices, values, self.W_dec)
             else:
                 y = None
-                for j, e in col_blocks(len(xn), w, xn.dtype, budget):
-                    f = self._activate(self._pre(xn, j, e), j, e)
+                blocks = col_blocks(len(xn), w, xn.dtype, budget)
+                tile = self._tile(xn, blocks)
+                for j, e in blocks:
+                    f = self._activate(self._pre(xn, j, e, tile), j, e)
                     part = decode_rows(f, self.W_dec[j:e])
                     y = part if y is None else (y + part if grad else y.add_(part))
                 assert y is not None
@@ -553,30 +577,6 @@ class SAE(nn.Module):
             f"d_sae={c.d_sae}, hook={c.hook_name}, source={c.source.get('release')}/"
             f"{c.source.get('sae_id')}"
         )
-
-
-def _affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x @ W + b in one BLAS call where x is a matrix."""
-    if x.dim() == 2:
-        return torch.addmm(b, x, W)
-    return torch.matmul(x, W) + b
-
-
-def _chunks(rows: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Row chunks of `rows [n, d]` (sparse.ROW_CHUNK rows each; one chunk if n is 0)."""
-    step = sparse_math.ROW_CHUNK
-    for start in range(0, max(1, rows.shape[0]), step):
-        yield rows[start : start + step]
-
-
-def _join(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse rows of several chunks as one `[rows, n]` pair (padding the narrower)."""
-    if len(parts) == 1:
-        return parts[0]
-    n = max(p[0].shape[-1] for p in parts)
-    values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
-    indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
-    return values, indices
 
 
 __all__ = ["METADATA_KEY", "SAE", "Latents", "NormState", "SparseLatents"]

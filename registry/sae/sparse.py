@@ -13,6 +13,8 @@ the weights, the input and the output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -125,6 +127,43 @@ def compact(values: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, 
     return values.gather(-1, pick), indices.gather(-1, pick)
 
 
+def affine(
+    x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x @ W + b in one BLAS call where x is a matrix (into `out` if given)."""
+    if x.dim() == 2:
+        return torch.addmm(b, x, W) if out is None else torch.addmm(b, x, W, out=out)
+    return torch.matmul(x, W) + b
+
+
+class Tile:
+    """A buffer that successive blocks of pre-activations reuse: `take(rows, width)` is a
+    contiguous `[rows, width]` view of it (valid until the next take)."""
+
+    def __init__(self, numel: int, like: torch.Tensor) -> None:
+        self.buffer = like.new_empty(numel)
+
+    def take(self, rows: int, width: int) -> torch.Tensor:
+        return self.buffer[: rows * width].view(rows, width)
+
+
+def row_chunks(rows: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Row chunks of `rows [n, d]` (sparse.ROW_CHUNK rows each; one chunk if n is 0)."""
+    step = ROW_CHUNK
+    for start in range(0, max(1, rows.shape[0]), step):
+        yield rows[start : start + step]
+
+
+def join_rows(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse rows of several chunks as one `[rows, n]` pair (padding the narrower)."""
+    if len(parts) == 1:
+        return parts[0]
+    n = max(p[0].shape[-1] for p in parts)
+    values = torch.cat([F.pad(v, (0, n - v.shape[-1])) for v, _ in parts])
+    indices = torch.cat([F.pad(i, (0, n - i.shape[-1])) for _, i in parts])
+    return values, indices
+
+
 __all__ = [
     "CHUNK_BYTES",
     "MIN_BLOCK",
@@ -132,11 +171,15 @@ __all__ = [
     "ROW_CHUNK",
     "SPARSE_DENSITY",
     "TILE_FRACTION",
+    "Tile",
+    "affine",
     "bag_decode",
     "col_blocks",
     "compact",
     "decode_rows",
+    "join_rows",
     "padded",
     "ragged",
+    "row_chunks",
     "tile_bytes",
 ]
