@@ -20,7 +20,8 @@ each timing is the median of `--runs` inference (no_grad) calls, the implementat
 alternating, and every ratio is taken within this run. Outputs are checked equal first.
 Also measured: encode beside a bare `x @ W_enc` of the same shapes (throughput ratio),
 the decode of TopK latents (sparse) beside the dense `f @ W_dec` decode, and the peak
-memory of a TopK forward on `--memory-tokens` tokens (fresh subprocess, VmHWM) beside
+memory of a TopK forward on `--memory-tokens` tokens (fresh subprocess, resident +
+swapped memory sampled every millisecond above the baseline before the weights) beside
 weights + input + output.
 
 The peers are optional: install them into the same environment to compare
@@ -182,28 +183,37 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 MEMORY_PROBE = r"""
-import json, sys, torch
+import json, sys, threading, time, torch
 sys.path.insert(0, sys.argv[1])
 from benchmarks.bench_sparse import CASES, saereg_sae, weights
-def status(key):
+def used():  # resident + swapped: this machine may reclaim cold pages to swap
+    total = 0
     for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
+        if line.startswith(("VmRSS:", "VmSwap:")):
+            total += int(line.split()[1]) * 1024
+    return total
 torch.set_num_threads(int(sys.argv[4]))
 case = CASES[sys.argv[2]]
 tokens = int(sys.argv[3])
 with torch.no_grad():
     small = dict(case, d_sae=256, k=min(case.get("k") or 8, 8))
     saereg_sae(small, weights(small))(torch.randn(64, case["d_in"]))  # thread pools
-    base = status("VmRSS")
+    base = used()
     sae = saereg_sae(case, weights(case))
     x = torch.randn(tokens, case["d_in"])
     nbytes = sum(p.numel() * p.element_size() for p in sae.parameters()) + 2 * x.numel() * 4
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset the high-water mark to the present RSS
+    peak, done = [used()], []
+    def watch():  # torch releases the GIL inside its ops: sample every millisecond
+        while not done:
+            peak[0] = max(peak[0], used())
+            time.sleep(0.001)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     y = sae(x)
-    peak = status("VmHWM") - base
-print(json.dumps({"needed": nbytes, "peak": peak - base}))
+    done.append(1)
+    watcher.join()
+    peak = max(peak[0], used()) - base
+print(json.dumps({"needed": nbytes, "peak": peak}))
 """
 
 

@@ -394,7 +394,7 @@ class SAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices) `[rows, n]` of the active latents of normalized rows, from
         blocks of latents (sparse.col_blocks): only one block's pre-activations exist at a
-        time. TopK keeps each block's k largest, then the k largest of those."""
+        time. TopK keeps the k largest of each block merged with the k largest so far."""
         topk = self.cfg.architecture == "topk"
         k = min(int(self.cfg.k or 0), w)
         vals, idxs = [], []
@@ -402,19 +402,22 @@ class SAE(nn.Module):
         tile = self._tile(xn, blocks)
         for j, e in blocks:
             pre = self._pre(xn, j, e, tile)
-            if topk:
+            if topk:  # the k largest so far: merged block by block, so nothing piles up
                 v, i = pre[-1].topk(min(k, e - j), dim=-1, sorted=False)
-            else:
-                v, i = padded(self._activate(pre, j, e))
+                i = i + j if j else i
+                if vals:
+                    v, i = torch.cat((vals[0], v), -1), torch.cat((idxs[0], i), -1)
+                    v, pick = v.topk(min(k, v.shape[-1]), dim=-1, sorted=False)
+                    i = i.gather(-1, pick)
+                vals[:], idxs[:] = [v], [i]
+                continue
+            v, i = padded(self._activate(pre, j, e))
             vals.append(v)
             idxs.append(i + j if j else i)
         values = vals[0] if len(vals) == 1 else torch.cat(vals, -1)
         indices = idxs[0] if len(idxs) == 1 else torch.cat(idxs, -1)
         if not topk:
             return compact(values, indices) if len(vals) > 1 else (values, indices)
-        if len(vals) > 1:
-            values, pick = values.topk(k, dim=-1, sorted=False)
-            indices = indices.gather(-1, pick)
         return (torch.relu(values) if self.cfg.topk_relu else values), indices
 
     def decode(
@@ -523,7 +526,7 @@ class SAE(nn.Module):
                     part = decode_rows(f, self.W_dec[j:e])
                     y = part if y is None else (y + part if grad else y.add_(part))
                 assert y is not None
-            y = self._denormalize(y + self.b_dec, state)
+            y = self._denormalize(y.add_(self.b_dec) if out is not None else y + self.b_dec, state)
             if out is None:
                 parts.append(y)
             else:

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 SPARSE_DENSITY = 0.02
 
 #: Rows of input a forward pass (or a sparse encode) handles at a time.
-ROW_CHUNK = 4096
+ROW_CHUNK = 1024
 
 #: Pre-activations that may exist at a time, as a fraction of what a forward pass holds
 #: anyway (weights, input, output), within [MIN_BYTES, CHUNK_BYTES]: latents are computed
 #: in blocks of columns of W_enc (`col_blocks`), so only one `[rows, block]` tensor exists
 #: beside them. Blocks of columns, not of rows: each block of W_enc is read (and packed
 #: by the BLAS) once per row chunk, and only the small input is re-read.
-TILE_FRACTION = 0.15
+TILE_FRACTION = 0.1
 MIN_BYTES = 16 * 2**20
 CHUNK_BYTES = 64 * 2**20
 
