@@ -374,8 +374,8 @@ class SAE(nn.Module):
         elif not sparse and self.cfg.architecture != "topk":
             return wrap(self._activate(self._pre(xn, 0, w), 0, w), state)
         else:
-            budget = self._budget(len(rows))
-            parts = [self._sparse_rows(chunk, w, budget) for chunk in row_chunks(rows)]
+            step, budget = self._plan(len(rows), w)
+            parts = [self._sparse_rows(chunk, w, budget) for chunk in row_chunks(rows, step)]
             values, indices = join_rows(parts)
         if not sparse:  # TopK, dense: the k values scattered into zeros
             dense = values.new_zeros((len(values), w)).scatter(-1, indices, values)
@@ -383,11 +383,12 @@ class SAE(nn.Module):
         n = values.shape[-1]
         return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
 
-    def _budget(self, n_rows: int) -> int:
-        """Bytes of pre-activations a pass over `n_rows` rows may hold (sparse.tile_bytes)."""
+    def _plan(self, n_rows: int, w: int) -> tuple[int, int]:
+        """(rows per chunk, bytes of pre-activations per block) for a pass over `n_rows`
+        rows: sparse.plan_pass, from what the pass holds anyway."""
         item = self.W_enc.element_size()
         held = self.W_enc.numel() + self.W_dec.numel() + n_rows * (self.cfg.d_in + self.cfg.d_out)
-        return sparse_math.tile_bytes(held * item)
+        return sparse_math.plan_pass(n_rows, w * item, held * item)
 
     def _sparse_rows(
         self, xn: torch.Tensor, w: int, budget: int | None = None
@@ -510,8 +511,8 @@ class SAE(nn.Module):
         out = None if grad else rows.new_empty((rows.shape[0], self.cfg.d_out))
         parts = []
         start = 0
-        budget = self._budget(len(rows))
-        for chunk in row_chunks(rows):
+        step, budget = self._plan(len(rows), w)
+        for chunk in row_chunks(rows, step):
             xn, state = self._normalize(chunk, None)
             xn = self._centre(xn)
             if self.cfg.architecture == "topk":

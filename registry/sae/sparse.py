@@ -38,9 +38,29 @@ CHUNK_BYTES = 64 * 2**20
 MIN_BLOCK = 256
 
 
+#: A pass whose pre-activations fit in this many full tiles is done in (at most that
+#: many) full tiles: every block is a BLAS call, a top-k and a merge, and few large ones
+#: are much faster than many small ones, while the memory they take is bounded anyway.
+SMALL_PASS = 4
+
+
 def tile_bytes(held: int) -> int:
     """The pre-activation budget for a forward pass that holds `held` bytes anyway."""
     return int(min(CHUNK_BYTES, max(MIN_BYTES, TILE_FRACTION * held)))
+
+
+def plan_pass(n_rows: int, row_bytes: int, held: int) -> tuple[int, int]:
+    """(rows per chunk, pre-activation bytes per block) for `n_rows` rows whose
+    pre-activations take `row_bytes` each, in a pass that holds `held` bytes anyway.
+
+    Small passes (all pre-activations within SMALL_PASS tiles of CHUNK_BYTES): all rows
+    at once in tiles of CHUNK_BYTES. Larger ones: chunks of ROW_CHUNK rows and tiles of
+    TILE_FRACTION of `held` (within [MIN_BYTES, CHUNK_BYTES]), so that the peak stays
+    near what the pass holds anyway (a TopK forward on 16k tokens: < 1.2x weights +
+    input + output)."""
+    if n_rows * row_bytes <= SMALL_PASS * CHUNK_BYTES:
+        return max(1, n_rows), CHUNK_BYTES
+    return ROW_CHUNK, tile_bytes(held)
 
 
 def col_blocks(
@@ -147,9 +167,8 @@ class Tile:
         return self.buffer[: rows * width].view(rows, width)
 
 
-def row_chunks(rows: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Row chunks of `rows [n, d]` (sparse.ROW_CHUNK rows each; one chunk if n is 0)."""
-    step = ROW_CHUNK
+def row_chunks(rows: torch.Tensor, step: int) -> Iterator[torch.Tensor]:
+    """Chunks of `step` rows of `rows [n, d]` (one chunk if n is 0)."""
     for start in range(0, max(1, rows.shape[0]), step):
         yield rows[start : start + step]
 
@@ -169,6 +188,7 @@ __all__ = [
     "MIN_BLOCK",
     "MIN_BYTES",
     "ROW_CHUNK",
+    "SMALL_PASS",
     "SPARSE_DENSITY",
     "TILE_FRACTION",
     "Tile",
@@ -179,6 +199,7 @@ __all__ = [
     "decode_rows",
     "join_rows",
     "padded",
+    "plan_pass",
     "ragged",
     "row_chunks",
     "tile_bytes",
