@@ -30,8 +30,8 @@ ROW_CHUNK = 1024
 #: in blocks of columns of W_enc (`col_blocks`), so only one `[rows, block]` tensor exists
 #: beside them. Blocks of columns, not of rows: each block of W_enc is read (and packed
 #: by the BLAS) once per row chunk, and only the small input is re-read.
-TILE_FRACTION = 0.1
-MIN_BYTES = 16 * 2**20
+TILE_FRACTION = 0.05
+MIN_BYTES = 8 * 2**20
 CHUNK_BYTES = 64 * 2**20
 
 #: The narrowest block of latents (narrower makes the matmuls inefficient).
