@@ -454,7 +454,8 @@ class SAE(nn.Module):
             count = math.prod(lead)
             values = f.values.reshape(count, n).to(self.dtype)
             rows = bag_decode(f.indices.reshape(count, n).to(values.device), values, W_dec)
-            y = (rows + self.b_dec).reshape(*lead, self.cfg.d_out)
+            grad = torch.is_grad_enabled() and rows.requires_grad
+            y = (rows + self.b_dec if grad else rows.add_(self.b_dec)).reshape(*lead, -1)
         else:
             f = plain(f).to(self.dtype)
             y = decode_rows(f.reshape(-1, w), W_dec, self.b_dec).reshape(*f.shape[:-1], -1)
@@ -466,10 +467,18 @@ class SAE(nn.Module):
         return self._denormalize(y, state)
 
     def _denormalize(self, y: torch.Tensor, state: NormState) -> torch.Tensor:
+        """Undo the input normalization on `y`, a tensor the caller just made (so written
+        in place where no gradient is involved: no second output-size allocation)."""
+        stats = [t for t in (state.scale, state.mean) if t is not None]
+        inplace = not torch.is_grad_enabled() or not (
+            y.requires_grad or any(t.requires_grad for t in stats)
+        )
         if state.scale is not None:
-            y = y * state.scale.to(y.device, y.dtype)
+            scale = state.scale.to(y.device, y.dtype)
+            y = y.mul_(scale) if inplace else y * scale
         if state.mean is not None:
-            y = y + state.mean.to(y.device, y.dtype)
+            mean = state.mean.to(y.device, y.dtype)
+            y = y.add_(mean) if inplace else y + mean
         if state.head_shape is not None and not self.cfg.transcoder:
             y = y.unflatten(-1, state.head_shape)
         return y
