@@ -49,6 +49,7 @@ from saereg.base import plugin_host
 from saereg.base.errors import PluginError
 from saereg.base.hookspecs import hookimpl
 from saereg.base.plugin_host import DISABLE_ENV, PluginInfo
+from saereg.base.version import __version__
 from saereg.catalogue.records import Release, SAEEntry, layer_of_hook, parse_width
 from saereg.store.fetch import RemoteFile
 from saereg.store.sae_config import temporal_attention_shapes
@@ -346,6 +347,32 @@ def get_registry() -> Registry:
         for impl in plugins.manager.hook.saereg_formats.get_hookimpls()
     }
     return Registry(plugins.infos, provided)
+
+
+def conversion_source(
+    fmt: Format,
+    release: Release,
+    entry: SAEEntry,
+    revision: str | None,
+    hashes: Mapping[str, str],
+) -> dict[str, Any]:
+    """The `source` record of a canonical config: what was converted (release, SAE id,
+    repository or base URL, path, revision, each file's sha256) and by which plugin and
+    saereg version. Single SAEs and every layer of a multi-layer dictionary carry the
+    same record, so `cache verify` and provenance questions read one shape."""
+    info = get_registry().format_owner.get(fmt.name)
+    return {
+        "release": release.name,
+        "sae_id": entry.id,
+        "format": fmt.name,
+        "repo_id": release.repo_id,
+        "base_url": release.base_url,
+        "path": entry.path,
+        "revision": revision,
+        "files": dict(hashes),
+        "plugin": f"{info.distribution}=={info.version} ({info.name})" if info else None,
+        "saereg_version": __version__,
+    }
 
 
 def reset_registry() -> None:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import ArgumentError, CacheWarning, SaeregError, UnknownReferenceError
-from saereg.base.version import __version__
 from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import DICTIONARY_KINDS, Release, SAEEntry
 from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
 from saereg.detection import check_overrides, is_path_reference, resolve_source
-from saereg.formats import Format, get_registry
+from saereg.formats import Format, conversion_source, get_registry
 from saereg.loading_layers import DictionaryError, fetch_layers, load_layers
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
@@ -144,11 +143,6 @@ def _single(release: Release, entry: SAEEntry) -> None:
         )
 
 
-def _plugin_label(fmt: Format) -> str | None:
-    info = get_registry().format_owner.get(fmt.name)
-    return f"{info.distribution}=={info.version} ({info.name})" if info else None
-
-
 def build_config(
     fmt: Format,
     release: Release,
@@ -171,18 +165,7 @@ def build_config(
         "neuronpedia": entry.neuronpedia,
     }
     base.update(converted)
-    base["source"] = {
-        "release": release.name,
-        "sae_id": entry.id,
-        "format": fmt.name,
-        "repo_id": release.repo_id,
-        "base_url": release.base_url,
-        "path": entry.path,
-        "revision": revision,
-        "files": dict(hashes),
-        "plugin": _plugin_label(fmt),
-        "saereg_version": __version__,
-    }
+    base["source"] = conversion_source(fmt, release, entry, revision, hashes)
     where = f"{release.name}/{entry.id}"
     for key in ("d_sae", "d_in"):
         listed = getattr(entry, key)

@@ -18,11 +18,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import CacheWarning, SaeregError
-from saereg.base.version import __version__
 from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import Release, SAEEntry
 from saereg.catalogue.resolver import resolve_entry
-from saereg.formats import Format, MultiLayerFormat, get_registry
+from saereg.formats import Format, MultiLayerFormat, conversion_source, get_registry
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path
@@ -207,18 +206,7 @@ def _layer_config(
     revision: str | None,
 ) -> LayerConfig:
     base = {"model": release.model, **converted}
-    base["source"] = {
-        "release": release.name,
-        "sae_id": entry.id,
-        "format": fmt.name,
-        "repo_id": release.repo_id,
-        "base_url": release.base_url,
-        "path": entry.path,
-        "revision": revision,
-        "files": dict(hashes),
-        "plugin": _plugin_label(fmt),
-        "saereg_version": __version__,
-    }
+    base["source"] = conversion_source(fmt, release, entry, revision, hashes)
     where = f"{release.name}/{entry.id}, layer {converted.get('layer')}"
     for key in ("d_sae", "d_in"):
         listed = getattr(entry, key)
@@ -227,11 +215,6 @@ def _layer_config(
                 f"the release lists {key}={listed} but the files hold {key}={base[key]}"
             )
     return LayerConfig.from_dict(base, where)
-
-
-def _plugin_label(fmt: MultiLayerFormat) -> str | None:
-    info = get_registry().format_owner.get(fmt.name)
-    return f"{info.distribution}=={info.version} ({info.name})" if info else None
 
 
 def _cache_hit(

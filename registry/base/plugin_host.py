@@ -67,12 +67,21 @@ def _entry_points(group: str) -> list[tuple[EntryPoint, str, str]]:
 
     seen: set[str] = set()
     found = []
+    # A distribution's METADATA (saereg's carries the whole README) is parsed anew on every
+    # `.name` / `.version`: read it once per distribution, not twice per entry point.
+    named: dict[int, tuple[str, str]] = {}
     for ep in importlib.metadata.entry_points(group=group):
         if ep.name in seen:
             continue
         seen.add(ep.name)
         dist = ep.dist
-        found.append((ep, dist.name if dist else "?", dist.version if dist else "?"))
+        if dist is None:
+            found.append((ep, "?", "?"))
+            continue
+        if id(dist) not in named:
+            meta = dist.metadata
+            named[id(dist)] = (meta["Name"] or "?", meta["Version"] or "?")
+        found.append((ep, *named[id(dist)]))
     return sorted(found, key=lambda t: t[0].name)
 
 

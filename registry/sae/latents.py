@@ -62,7 +62,7 @@ class SparseLatents:
     def to_dense(self) -> torch.Tensor:
         """The dense `[..., d_sae]` tensor (padding slots add 0)."""
         dense = self.values.new_zeros(self.shape)
-        return dense.scatter_add(-1, self.indices.to(torch.int64), self.values)
+        return dense.scatter_add_(-1, self.indices.to(torch.int64), self.values)
 
     def to(self, *args: Any, **kwargs: Any) -> SparseLatents:
         """Move or cast the values (indices keep their integer dtype, follow the device)."""

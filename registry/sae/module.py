@@ -377,8 +377,9 @@ class SAE(nn.Module):
             step, budget = self._plan(len(rows), w)
             parts = [self._sparse_rows(chunk, w, budget) for chunk in row_chunks(rows, step)]
             values, indices = join_rows(parts)
-        if not sparse:  # TopK, dense: the k values scattered into zeros
-            dense = values.new_zeros((len(values), w)).scatter(-1, indices, values)
+        if not sparse:  # TopK, dense: the k values scattered into zeros (in place: the
+            # copy an out-of-place scatter makes doubles the cost of a dense TopK encode)
+            dense = values.new_zeros((len(values), w)).scatter_(-1, indices, values)
             return wrap(dense.reshape(*lead, w), state)
         n = values.shape[-1]
         return SparseLatents(values.reshape(*lead, n), indices.reshape(*lead, n), w, state)
