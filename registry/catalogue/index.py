@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -122,7 +123,7 @@ class CatalogIndex:
         self.releases, self.problems = releases, problems
         self._sections = sections if sections is not None else {}
         self._file, self._spans, self._base = file, spans or {}, base
-        self._body: bytes | None = None
+        self._body: memoryview | None = None
         self._parsed: dict[str, list[dict[str, Any]]] = {}
 
     def __del__(self) -> None:
@@ -138,16 +139,24 @@ class CatalogIndex:
         if span is None or self._file is None:
             return b""
         if self._body is not None:
-            return self._body[span[0] : span[1]]
+            return bytes(self._body[span[0] : span[1]])
         # The file stays open from the header's read, so a concurrent rewrite (an atomic
         # rename) cannot mix two versions.
         return os.pread(self._file.fileno(), span[1] - span[0], self._base + span[0])
 
     def _load_body(self, names: Sequence[str]) -> None:
-        """Read the whole body at once when most of it is wanted (one read, not many)."""
+        """Map the body when many sections are wanted: one mapping instead of many reads,
+        and slicing it reads only the pages of the sections asked for (`list --model M` at
+        ten times today's catalogue wants a tenth of a 40 MB file; reading it all cost
+        more than parsing M's records)."""
         if self._file is not None and self._body is None and len(names) > 16:
-            self._file.seek(self._base)
-            self._body = self._file.read()
+            try:
+                mapped = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # an empty or unmappable file: read it instead
+                self._file.seek(self._base)
+                self._body = memoryview(self._file.read())
+            else:
+                self._body = memoryview(mapped)[self._base :]
 
     def _release_fields(self, name: str) -> tuple[Any, Any, Any]:
         rel = self.releases[name]
@@ -481,8 +490,9 @@ def load_shipped_index() -> CatalogIndex | None:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    root = str(directory) + os.sep  # plain strings: a Path per release costs ~10 µs each
     for rel in index.releases.values():
-        rel["file"] = str(directory / rel["file"]) if rel.get("file") else None
+        rel["file"] = root + rel["file"] if rel.get("file") else None
     return index
 
 
