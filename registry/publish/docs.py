@@ -51,6 +51,8 @@ def _cell(value: object) -> str:
         return UNKNOWN
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, int):  # digits (or True/False): nothing to escape
+        return str(value)
     return md.cell(value)
 
 

@@ -46,9 +46,15 @@ _TRANSLATE = {
 }
 
 
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
 def text(value: object) -> str:
     """`value` as inline markdown text that renders as exactly these characters."""
-    return _LINE_BREAKS.sub(" ", str(value)).translate(_TRANSLATE)
+    raw = str(value)
+    if not raw.isprintable():  # every line break is unprintable: most values skip the regex
+        raw = _LINE_BREAKS.sub(" ", raw)
+    return raw.translate(_TRANSLATE)
 
 
 def paragraphs(value: object) -> str:
@@ -73,7 +79,7 @@ def url(value: object) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    if any(ord(c) < 33 or ord(c) == 127 for c in raw):
+    if _URL_FORBIDDEN.search(raw):  # spaces and control characters
         return None
     return quote(raw, safe=_URL_SAFE)
 
