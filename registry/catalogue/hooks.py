@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 #: Site → which shape number fixes its width ("heads" = n_heads · d_head).
@@ -71,6 +72,7 @@ TL_NAME = {
 }
 
 
+@lru_cache(maxsize=8192)  # a catalogue of 140,000 SAEs names a few hundred hooks
 def site_of(hook_name: str | None) -> tuple[str, int | None] | None:
     """``blocks.8.hook_resid_pre`` → ("resid_pre", 8); ``hook_embed`` → ("embed", None)."""
     if not hook_name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -88,8 +89,10 @@ class SAEEntry:
     def to_dict(self) -> dict[str, Any]:
         return plain_dict(self)
 
-    @property
+    @cached_property
     def resolved_kind(self) -> str:
+        """What the entry is (see `kind_of`); worked out once per entry, as listing,
+        indexing and the docs ask it several times for each of 140,000 SAEs."""
         return kind_of(self.kind, self.architecture)
 
 
