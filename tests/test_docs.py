@@ -213,3 +213,38 @@ def test_output_is_deterministic_and_check_detects_stale_pages(tmp_path: Path) -
     assert fixed.returncode == 0 and "3 changed" in fixed.stdout
     assert not (out / "models" / "no-such-model.md").exists()
     assert run_saereg("docs", "--check", "--out", str(out)).returncode == 0
+
+
+def test_table_row_fast_paths_write_what_the_escaping_writes() -> None:
+    """A row skips the escaping for values made of characters it would leave alone; for
+    every printable ASCII character, and values built from the awkward ones, the row is
+    the one written by escaping every cell (`md.cell`, `md.link`)."""
+    from saereg.catalogue.records import SAEEntry
+    from saereg.publish import docs
+    from saereg.publish import markdown_text as md
+
+    def slow_row(e: SAEEntry) -> str:
+        np_cell = (
+            md.link(md.cell(e.neuronpedia), docs.NEURONPEDIA + e.neuronpedia)
+            if (e.neuronpedia)
+            else ""
+        )
+        cells = [
+            md.cell(e.id),
+            md.cell(e.hook_name) if e.hook_name is not None else "unknown",
+            str(e.hook_layer) if e.hook_layer is not None else "unknown",
+            f"{e.d_sae:g}" if isinstance(e.d_sae, float) else str(e.d_sae),
+            "unknown",
+            md.cell(e.normalize_activations) if e.normalize_activations else "unknown",
+            np_cell,
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    values = [chr(c) for c in range(32, 127)]
+    values += [f"a{c}b" for c in values] + ["", " ", "x\ny", "é|ü", "a\u2028b", "<script>"]
+    for v in values:
+        entry = SAEEntry(
+            v or "id", "p", hook_name=v, hook_layer=3, d_sae=2.5e3,
+            normalize_activations=v or None, neuronpedia=v or None,
+        )  # fmt: skip
+        assert docs._row(entry) == slow_row(entry), repr(v)
