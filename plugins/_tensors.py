@@ -256,6 +256,22 @@ def mapped(
     return fn(value)
 
 
+def relu_jump_threshold(value: Any) -> Any:
+    """The canonical threshold of a JumpReLU computed as ReLU(h) · 1[h > θ] (SAELens,
+    Gemma Scope): canonical jumprelu is h · 1[h > θ] without the ReLU, which agrees for
+    θ ≥ 0, and for θ < 0 the ReLU makes it h · 1[h > 0]; so the canonical threshold is
+    max(θ, 0), exact in both cases. Thresholds are small ([d_sae]): they are read here,
+    and only a threshold with a negative entry is replaced (the others stay views of the
+    publisher's bytes, read in place)."""
+    import torch  # deferred: torch
+
+    loaded = value.load() if isinstance(value, LazyArray) else value
+    t = torch.as_tensor(loaded)
+    if not bool((t < 0).any()):
+        return value
+    return t.clamp(min=0)
+
+
 def _view(
     value: Any, fn: Callable[[Any], Any], shape: tuple[int, ...], *op: Any, dtype: str | None = None
 ) -> Any:

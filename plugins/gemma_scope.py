@@ -27,7 +27,15 @@ from saereg.formats import (
 )
 
 from ._common import parse_width
-from ._tensors import npz_arrays, read_json, require, safetensors_arrays, scaled, transposed
+from ._tensors import (
+    npz_arrays,
+    read_json,
+    relu_jump_threshold,
+    require,
+    safetensors_arrays,
+    scaled,
+    transposed,
+)
 
 _GS1_PATH = re.compile(r"^(?:layer_(\d+)|(embedding))/width_(\w+?)/(?:average_l0_\d+|canonical)$")
 _GS2_PATH = re.compile(
@@ -198,11 +206,16 @@ class GemmaScopeFormat(Format):
         folder = entry.path.rstrip("/")
         if f"{folder}/params.npz" in local_files:
             arrays = npz_arrays(local_files[f"{folder}/params.npz"])
-            return self._gs1(release, entry, arrays)
-        arrays = safetensors_arrays(local_files[f"{folder}/params.safetensors"])
-        raw = self._gs2_raw(local_files.get(f"{folder}/config.json"))
-        shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
-        return self._gs2_config(release, entry, raw, shapes), self._gs2_tensors(arrays)
+            config, tensors = self._gs1(release, entry, arrays)
+        else:
+            arrays = safetensors_arrays(local_files[f"{folder}/params.safetensors"])
+            raw = self._gs2_raw(local_files.get(f"{folder}/config.json"))
+            shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+            config = self._gs2_config(release, entry, raw, shapes)
+            tensors = self._gs2_tensors(arrays)
+        # Gemma Scope's JumpReLU is ReLU(h) · 1[h > θ] (its reference code and SAELens)
+        tensors["threshold"] = relu_jump_threshold(tensors["threshold"])
+        return config, tensors
 
     def config_only(
         self,

@@ -8,6 +8,7 @@ naming conventions guarantee.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 from saereg.formats import FLOAT_DTYPES, CanonicalFileError, Format, Release, SAEEntry, hookimpl
 
 from ._common import TL_HOOK, FolderFormat, tl_hook_fields
-from ._tensors import mapped, read_json, safetensors_arrays, uniform_dtype
+from ._tensors import mapped, read_json, relu_jump_threshold, safetensors_arrays, uniform_dtype
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -27,6 +28,29 @@ _ARCH = {
     "jumprelu": "jumprelu",
     "topk": "topk",
     "gated": "gated",
+}
+#: SAELens' transcoders (sae_lens.saes.transcoder): encode reads the input hook, decode
+#: writes the output hook ([d_sae, d_out] decoder), never with b_dec subtracted from the
+#: input; the skip variants add x @ W_skipᵀ (W_skip [d_out, d_in]) in forward.
+#: Name → (canonical architecture, has W_skip).
+_TRANSCODERS = {
+    "transcoder": ("relu", False),
+    "skip_transcoder": ("relu", True),
+    "jumprelu_transcoder": ("jumprelu", False),
+    "jumprelu_skip_transcoder": ("jumprelu", True),
+}
+#: SAELens architectures the canonical module cannot express, and why.
+_NOT_CANONICAL = {
+    "abstopk": "AbsTopK keeps the k latents of largest magnitude with their sign (no ReLU); "
+    "the canonical TopK keeps the k largest values",
+    "matching_pursuit": "matching pursuit encodes iteratively (each chosen atom is subtracted "
+    "before the next is chosen), which no encoder matrix expresses",
+    "temporal": "SAELens' temporal SAE port stores its attention under its own names; the "
+    "publisher's layout (conf.yaml + latest_ckpt.safetensors) loads with format='temporal'",
+    "batchtopk": "a BatchTopK *training* checkpoint: SAELens saves the inference SAE as "
+    "'jumprelu' (TrainingSAE.save_inference_model), which loads here",
+    "matryoshka_batchtopk": "a Matryoshka BatchTopK *training* checkpoint: SAELens saves the "
+    "inference SAE as 'jumprelu' (TrainingSAE.save_inference_model), which loads here",
 }
 _NORMALIZATION = {
     "none": {"kind": "none"},
@@ -113,9 +137,13 @@ class SAELensFormat(FolderFormat):
             import torch  # deferred: torch
 
             tensors["threshold"] = mapped(tensors.pop("log_threshold"), torch.exp)
+        if "threshold" in tensors:  # SAELens: ReLU(h) · 1[h > θ]
+            tensors["threshold"] = relu_jump_threshold(tensors["threshold"])
         sf = tensors.pop("scaling_factor", None)
         if sf is not None:
             tensors = self._fold_scaling_factor(tensors, sf, config)
+        if raw.get("rescale_acts_by_decoder_norm"):
+            tensors = _fold_decoder_norm(tensors)
         return config, uniform_dtype(config, tensors)
 
     def _fold_scaling_factor(
@@ -152,25 +180,59 @@ class SAELensFormat(FolderFormat):
         if act == "topk" and kwargs.get("k") is not None:
             arch_name, k = "topk", kwargs["k"]
         arch = _ARCH.get(arch_name)
+        transcoder = arch_name in _TRANSCODERS
+        if transcoder:
+            arch, skip = _TRANSCODERS[arch_name]
+            if skip and "W_skip" not in shapes:
+                raise CanonicalFileError(
+                    f"{where}: architecture {arch_name!r} needs W_skip, which {WEIGHTS} lacks"
+                )
         if arch is None:
+            why = _NOT_CANONICAL.get(str(arch_name))
+            known = sorted({*_ARCH, *_TRANSCODERS})
             raise CanonicalFileError(
-                f"{where}: architecture {arch_name!r} is not supported by the saelens format "
-                f"(supported: {', '.join(sorted(_ARCH))})"
+                f"{where}: SAELens architecture {arch_name!r} cannot be loaded: "
+                + (why if why else f"it is not one saereg knows (it reads {', '.join(known)})")
             )
-        if raw.get("rescale_acts_by_decoder_norm"):
-            raise CanonicalFileError(f"{where}: rescale_acts_by_decoder_norm is not supported")
         if "W_enc" not in shapes:
             raise CanonicalFileError(f"{WEIGHTS} has no W_enc (has: {', '.join(sorted(shapes))})")
         d_in, d_sae = shapes["W_enc"]
-        for key, value in (("d_in", d_in), ("d_sae", d_sae)):
+        d_out = shapes["W_dec"][1] if transcoder and len(shapes.get("W_dec", ())) == 2 else d_in
+        for key, value in (("d_in", d_in), ("d_sae", d_sae), ("d_out", d_out)):
             if raw.get(key) not in (None, value):
                 raise CanonicalFileError(
                     f"{where} says {key}={raw[key]} but W_enc has shape {list(shapes['W_enc'])}"
+                    + (f" and W_dec {list(shapes['W_dec'])}" if key == "d_out" else "")
                 )
+        rescale = bool(raw.get("rescale_acts_by_decoder_norm"))
+        if rescale and arch != "topk":
+            raise CanonicalFileError(
+                f"{where}: rescale_acts_by_decoder_norm is set for architecture {arch_name!r}; "
+                "SAELens uses it only for TopK SAEs"
+            )
         norm_name = entry.normalize_activations or raw.get("normalize_activations")
         if isinstance(norm_name, bool) or norm_name is None:
             norm_name = "expected_average_only_in" if norm_name else "none"
         folded: list[str] = []
+        if rescale:
+            folded.append("decoder row norms (rescale_acts_by_decoder_norm) into W_enc, b_enc")
+        if transcoder and norm_name in ("constant_norm_rescale", "layer_norm"):
+            raise CanonicalFileError(
+                f"{where}: a transcoder with normalize_activations {norm_name!r}: SAELens "
+                "normalizes its input but does not undo it on the output (a different hook), "
+                "which the canonical transcoder does not express; save it with "
+                "normalize_activations 'none' after folding the normalization"
+            )
+        if (
+            transcoder
+            and norm_name == "expected_average_only_in"
+            and (entry.norm_scaling_factor is not None)
+        ):
+            raise CanonicalFileError(
+                f"{where}: a transcoder with a published norm_scaling_factor: its input would "
+                "be scaled and its output (another hook) unscaled by the same factor, which "
+                "is not how it was trained; fold the factor into W_enc first"
+            )
         if norm_name == "expected_average_only_in":
             normalization: dict[str, Any] = {"kind": "none"}
             if entry.norm_scaling_factor is not None:
@@ -199,13 +261,21 @@ class SAELensFormat(FolderFormat):
             "architecture": arch,
             "d_in": d_in,
             "d_sae": d_sae,
-            "d_out": d_in,
-            "apply_b_dec_to_input": bool(raw.get("apply_b_dec_to_input", True)),
+            "d_out": d_out,
+            # SAELens refuses apply_b_dec_to_input for transcoders (b_dec is [d_out])
+            "apply_b_dec_to_input": False
+            if transcoder
+            else bool(raw.get("apply_b_dec_to_input", True)),
             "normalization": normalization,
             "reshape": reshape,
             "hook_name": hook,
             "folded": folded,
         }
+        if transcoder:
+            config["transcoder"] = True
+            out_hook = entry.hook_name_out or raw.get("hook_name_out") or meta.get("hook_name_out")
+            if out_hook:
+                config["hook_name_out"] = out_hook
         if arch == "topk":
             config["k"] = int(k) if k is not None else entry.k
         context = raw.get("context_size", meta.get("context_size"))
@@ -218,6 +288,25 @@ class SAELensFormat(FolderFormat):
                 widths.append(d_sae)
             config["nested_widths"] = widths
         return config
+
+
+def _fold_decoder_norm(tensors: dict[str, Any]) -> dict[str, Any]:
+    """A TopK SAE saved with rescale_acts_by_decoder_norm: SAELens selects the top k of
+    (x' W_enc + b_enc) · ‖W_dec,i‖ and decodes f / ‖W_dec,i‖ @ W_dec. Folding the norms
+    (W_enc columns and b_enc times ‖W_dec,i‖, W_dec rows divided by it; SAELens'
+    `fold_W_dec_norm` for TopK) gives the same latents and outputs from plain TopK.
+    Each tensor is still read when the core writes it."""
+
+    @functools.cache
+    def norms() -> Any:
+        w_dec = tensors["W_dec"]
+        return (w_dec.load() if hasattr(w_dec, "load") else w_dec).norm(dim=-1)
+
+    out = dict(tensors)
+    out["W_dec"] = mapped(tensors["W_dec"], lambda w: w / norms()[:, None])
+    out["W_enc"] = mapped(tensors["W_enc"], lambda w: w * norms()[None, :])
+    out["b_enc"] = mapped(tensors["b_enc"], lambda b: b * norms())
+    return out
 
 
 @hookimpl

@@ -171,8 +171,9 @@ def saelens_reference(
 
 
 def gemma_scope_npz(
-    *, d_in: int, d_sae: int, lower: bool = False
+    *, d_in: int, d_sae: int, lower: bool = False, negative: bool = False
 ) -> tuple[bytes, dict[str, np.ndarray]]:
+    """`negative`: thresholds shifted so some are below zero (where the ReLU decides)."""
     rng = np.random.default_rng(1)
     arrays = {
         "W_enc": rng.normal(0, 0.3, (d_in, d_sae)).astype(np.float32),
@@ -181,6 +182,8 @@ def gemma_scope_npz(
         "b_dec": rng.normal(0, 0.1, d_in).astype(np.float32),
         "threshold": np.abs(rng.normal(0, 0.1, d_sae)).astype(np.float32),
     }
+    if negative:
+        arrays["threshold"] -= np.float32(0.1)
     stored = {(k.lower() if lower else k): v for k, v in arrays.items()}
     buf = io.BytesIO()
     np.savez(buf, **stored)

@@ -35,8 +35,9 @@ def gs1(
     lower: bool = False,
     name: str = "gs1",
     extra: dict | None = None,
+    negative: bool = False,
 ):
-    npz, arrays = gemma_scope_npz(d_in=d_in, d_sae=16, lower=lower)
+    npz, arrays = gemma_scope_npz(d_in=d_in, d_sae=16, lower=lower, negative=negative)
     hubenv.hub.add_commit(repo, {f"{path}/params.npz": npz})
     sae = {"id": path, "path": path, **(extra or {})}
     hubenv.add_release(name, release_yaml(name, "gemma_scope", [sae], repo_id=repo))
@@ -66,6 +67,23 @@ def test_gemma_scope_1_jumprelu_matches_the_tutorial(hubenv) -> None:
     h = sae.pre_activations(xt)
     sae.threshold.data = h[0].clone()
     assert (sae.encode(xt)[0] == 0).all()
+
+
+def test_gemma_scope_jumprelu_below_zero_thresholds_keep_the_relu(hubenv) -> None:
+    """The tutorial's ReLU(pre) · 1[pre > θ]: with θ < 0, a pre-activation between θ and 0
+    is off (canonical jumprelu has no ReLU: the threshold becomes max(θ, 0))."""
+    ref, p = gs1(
+        hubenv, "google/gemma-scope-2b-pt-res", "layer_3/width_16k/average_l0_9", 8,
+        negative=True,
+    )  # fmt: skip
+    assert (p["threshold"] < 0).any()
+    sae = saereg.load_sae(ref)
+    x = RNG.normal(size=(64, 8)).astype(np.float32)
+    pre = x.astype(np.float64) @ p["W_enc"] + p["b_enc"]
+    assert ((pre < 0) & (pre > p["threshold"])).any()  # the case the ReLU decides
+    acts, recon = jumprelu_reference(p, x)
+    close(sae.encode(torch.from_numpy(x)), acts)
+    close(sae(torch.from_numpy(x)), recon)
 
 
 def test_gemma_scope_1_embedding_rescale(hubenv) -> None:

@@ -344,6 +344,20 @@ def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) ->
         raise CanonicalFileError(
             f"no SAELens layout runs {what} with this math; keep the canonical file"
         )
+    if cfg.architecture == "jumprelu" and "threshold" in tensors:
+        import torch  # deferred: torch
+
+        threshold = tensors["threshold"]
+        if bool(
+            (
+                torch.as_tensor(threshold.load() if hasattr(threshold, "load") else threshold) < 0
+            ).any()
+        ):
+            raise CanonicalFileError(
+                "this JumpReLU has thresholds below zero, so it lets negative latents through "
+                "(h · 1[h > θ], circuit-tracer's math); SAELens' JumpReLU applies a ReLU "
+                "first and would silently change them: keep the canonical file"
+            )
     if cfg.normalization["kind"] == "scale":
         tensors = fold_input_scale(tensors, float(cfg.normalization["factor"]))
         cfg = replace(cfg, normalization={"kind": "none"})
