@@ -1,9 +1,10 @@
 """`attach(model, sae)`: hook an SAE (or transcoder) into a live model for a `with` block.
 
 Works, duck-typed, with a Hugging Face `transformers` model (through the SAE's `hf_hook`:
-a module path and which side of the module, see registry/catalogue/hooks.py) and with a
+a module path and which side of the module, see registry/catalogue/hooks.py), with a
 TransformerLens `HookedTransformer` (through its hook points, by the SAE's TransformerLens
-hook name). Neither library is imported here.
+hook name) and with an nnsight model wrapping either (`unwrap_model`). None of these
+libraries is imported here.
 
 Modes:
 
@@ -76,6 +77,7 @@ def attach(
     """
     if mode not in MODES:
         raise AttachError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    model = unwrap_model(model)
     tl = isinstance(getattr(model, "hook_dict", None), Mapping)
     find = _tl_site if tl else _hf_site
     if getattr(sae, "kind", None) == "crosscoder":
@@ -185,6 +187,30 @@ def _tl_site(model: Any, cfg: Any, *, out: bool) -> _Site:
             "model.set_use_hook_mlp_in(True) before attaching"
         )
     return _Site(name, points[name], "output")
+
+
+def unwrap_model(model: Any) -> Any:
+    """The torch module behind a wrapper that runs it: nnsight's `LanguageModel` /
+    `NNsight` (an `Envoy`, whose attributes are proxies) keeps it as ``_module`` (0.4 and
+    later; ``_model`` before). Hooks go on that module, so they fire inside
+    ``with lm.trace(...)`` as in a plain forward pass. A wrapper still holding its meta-
+    device skeleton (nnsight's lazy loading) is dispatched first, as its first trace would
+    do: hooks on the skeleton would be left behind when the real weights are swapped in."""
+    if callable(getattr(type(model), "register_forward_hook", None)):
+        return model  # a torch.nn.Module already (transformers, TransformerLens)
+    state = vars(model) if hasattr(model, "__dict__") else {}
+    if state.get("dispatched") is False and callable(getattr(type(model), "dispatch", None)):
+        model.dispatch()
+        state = vars(model)
+    for attr in ("_module", "_model"):
+        inner = state.get(attr)
+        if callable(getattr(type(inner), "register_forward_hook", None)):
+            return inner
+    raise AttachError(
+        f"cannot hook into a {type(model).__name__}: attach takes a torch module (a "
+        "transformers model, a TransformerLens HookedTransformer) or an nnsight model "
+        "wrapping one"
+    )
 
 
 def _hf_site(model: Any, cfg: Any, *, out: bool) -> _Site:
