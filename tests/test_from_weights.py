@@ -157,3 +157,26 @@ def test_attach_on_transformer_lens_hook_points_without_a_model() -> None:
             out = model(ids)
         model.hook_dict["blocks.0.hook_resid_pre"].register_forward_hook(lambda m, i, o: replaced)
         torch.testing.assert_close(out, model(ids))
+
+
+def test_a_hook_z_sae_reads_the_heads_layout_unless_told_not_to() -> None:
+    """TransformerLens' hook_z is [..., n_heads, d_head]; an SAE built for a hook_z hook
+    reads it flattened (and writes it back in that shape) without being told, as the
+    saelens format sets it; reshape="none" keeps the plain [..., d_in] contract."""
+    g = torch.Generator().manual_seed(3)
+    weights = {"W_enc": torch.randn(16, 24, generator=g), "W_dec": torch.randn(24, 16, generator=g)}
+    sae = saereg.SAE.from_weights(**weights, architecture="relu", hook_name="blocks.0.attn.hook_z")
+    assert sae.cfg.reshape == "hook_z"
+    z = torch.randn(2, 5, 4, 4, generator=g)
+    torch.testing.assert_close(sae.encode(z), sae.encode(z.flatten(-2)))
+    assert sae(z).shape == (2, 5, 4, 4)
+    plain = saereg.SAE.from_weights(
+        **weights, architecture="relu", hook_name="blocks.0.attn.hook_z", reshape="none"
+    )
+    assert plain.cfg.reshape == "none"
+    with pytest.raises(ValueError, match="last dimension"):
+        plain.encode(z)
+    other = saereg.SAE.from_weights(
+        **weights, architecture="relu", hook_name="blocks.0.hook_resid_pre"
+    )
+    assert other.cfg.reshape == "none"

@@ -121,7 +121,10 @@ def _config(
         "topk_relu": bool(options.get("topk_relu", True)),
         "apply_b_dec_to_input": bool(options.get("apply_b_dec_to_input", False)),
         "normalization": _normalization(options.get("normalization")),
-        "reshape": options.get("reshape") or "none",
+        # A hook_z SAE reads TransformerLens' [..., n_heads, d_head] flattened, as the
+        # saelens format sets it for hook_z; say reshape="none" to turn that off.
+        "reshape": options.get("reshape")
+        or ("hook_z" if (hook_name or "").endswith("hook_z") else "none"),
         "dtype": str(dtype).removeprefix("torch."),
         "transcoder": transcoder,
         "hook_name": hook_name,

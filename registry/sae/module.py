@@ -156,7 +156,7 @@ class SAE(nn.Module):
         hf_hook_out: Any = None,
         normalization: Any = "none",
         apply_b_dec_to_input: bool = False,
-        reshape: str = "none",
+        reshape: str | None = None,
         topk_relu: bool = True,
         transcoder: bool | None = None,
         hook_layer: int | None = None,
@@ -179,7 +179,8 @@ class SAE(nn.Module):
         HookedTransformer); for a Hugging Face model, give `model` (a name from
         `saereg models`: the hook point then comes from the models table) or `hf_hook`
         ("model.layers.8.output", or {"module": ..., "side": "input"|"output"}).
-        `dtype` / `device` default to those of `W_enc`.
+        `dtype` / `device` default to those of `W_enc`; `reshape` to "hook_z" for a
+        hook_z `hook_name` (TransformerLens' [..., n_heads, d_head] is flattened).
         """
         tensors = {
             "W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec,
