@@ -12,6 +12,7 @@ import errno
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,7 @@ from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
 from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, conversion_source, get_registry
-from saereg.loading_layers import DictionaryError, fetch_layers, load_layers
-from saereg.sae.arguments import check_device, check_dtype
+from saereg.loading_layers import DictionaryError, LoadOptions, fetch_layers, load_layers
 from saereg.store.cache import mark_used
 from saereg.store.canonical import (
     TargetIsDirectory,
@@ -42,7 +42,7 @@ from saereg.store.fetch import (
 from saereg.store.in_place import SourceFileError, in_place_enabled, plan_in_place
 from saereg.store.integrity import Expected, PublisherFileChanged, verify_canonical
 from saereg.store.local import fetch_files, known_revision, local_root
-from saereg.store.revisions import expand_revision, newest_cached
+from saereg.store.revisions import newest_cached, revision_to_fetch
 from saereg.store.sae_config import ConfigError, SAEConfig
 from saereg.store.tensors import CanonicalFileError, read_header
 
@@ -114,6 +114,53 @@ def _lookup(
     return release, entry, fmt or get_registry().format(release.format), revision
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A reference resolved once, by the catalogue or by format detection: what it
+    names and where its files are. `fetch_canonical`, `fetch_dictionary`, `load_sae`
+    and `load_dictionary` take one in place of the text, so a caller that must know
+    the kind before fetching (`saereg fetch`, `saereg export`) resolves it, and lists
+    an uncatalogued repository, once."""
+
+    text: str
+    release: Release
+    entry: SAEEntry
+    detected: Format | None  # detection's choice; None: the release's, looked up lazily
+    revision: str | None  # the revision to fetch, as the reference or the caller named it
+
+    @property
+    def kind(self) -> str:
+        """``sae``, ``transcoder``, or a multi-layer kind (``clt``, ``transcoder_set``,
+        ``crosscoder``)."""
+        return self.entry.resolved_kind
+
+    @property
+    def where(self) -> str:
+        return f"{self.release.name}/{self.entry.id}"
+
+    def source(self) -> tuple[Release, SAEEntry, Format, str | None]:
+        """(release, entry, format, revision), the format's plugin loaded."""
+        fmt = self.detected or get_registry().format(self.release.format)
+        return self.release, self.entry, fmt, self.revision
+
+
+def resolve_reference(
+    ref: str | os.PathLike[str] | Reference, *, revision: str | None = None, **overrides: Any
+) -> Reference:
+    """Resolve `ref` (as for `load_sae`) without fetching anything but, for a local
+    folder or uncatalogued repository, its listing and the small files detection reads."""
+    if isinstance(ref, Reference):
+        if revision is not None or overrides:
+            given = sorted([*overrides, *(["revision"] if revision is not None else [])])
+            raise ArgumentError(
+                f"{ref.text} is already resolved; {', '.join(given)}= apply when resolving "
+                "it (pass them to resolve_reference)"
+            )
+        return ref
+    release, entry, detected, resolved = _resolve(ref, overrides, revision)
+    return Reference(str(ref), release, entry, detected, resolved)
+
+
 def _cached_for_hub(
     release: Release,
     entry: SAEEntry,
@@ -182,7 +229,7 @@ def build_config(
 
 
 def fetch_canonical(
-    ref: str | os.PathLike[str],
+    ref: str | os.PathLike[str] | Reference,
     *,
     revision: str | None = None,
     force: bool = False,
@@ -196,24 +243,18 @@ def fetch_canonical(
     (with `verify`, also if its tensor bytes match the digest in its header); otherwise
     it is rebuilt from the publisher files, which are usually still cached. `overrides`
     are those of `load_sae`."""
-    path = _fetch_canonical(ref, revision, force, quiet, verify, overrides)
+    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
+    options = LoadOptions(revision=revision, force=force, quiet=quiet, verify=verify)
+    path = _fetch_canonical(resolve_reference(ref, revision=revision, **overrides), options)
     mark_used(path)  # for `saereg cache ls` / `prune --older-than`
     return path
 
 
-def _fetch_canonical(
-    ref: str | os.PathLike[str],
-    revision: str | None,
-    force: bool,
-    quiet: bool | None,
-    verify: bool,
-    overrides: Mapping[str, Any],
-    resolved: tuple[Release, SAEEntry, Format | None, str | None] | None = None,
-) -> Path:
-    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
-    release, entry, detected, revision = resolved or _resolve(ref, overrides, revision)
+def _fetch_canonical(reference: Reference, options: LoadOptions) -> Path:
+    release, entry, detected = reference.release, reference.entry, reference.detected
+    force, quiet, verify = options.force, options.quiet, options.verify
     _single(release, entry)
-    revision = expand_revision(release.repo_id, release.name, entry.id, revision)
+    revision = revision_to_fetch(release, entry, reference.revision)
     changed: list[str] = []  # publisher files found damaged: download them again
     if not force:
         hit = _cached_for_hub(release, entry, revision, verify, changed)
@@ -352,11 +393,11 @@ def reference_kind(
     """What `ref` names: ``sae``, ``transcoder``, or a multi-layer kind (``clt``,
     ``transcoder_set``, ``crosscoder``), from the catalogue or, for a local path or an
     uncatalogued ``hf:`` repository, from format detection."""
-    return _resolve(ref, overrides, revision)[1].resolved_kind
+    return resolve_reference(ref, revision=revision, **overrides).kind
 
 
 def fetch_dictionary(
-    ref: str | os.PathLike[str],
+    ref: str | os.PathLike[str] | Reference,
     layers: Iterable[int] | int | None = None,
     *,
     revision: str | None = None,
@@ -368,61 +409,36 @@ def fetch_dictionary(
     """Download and convert the asked-for layers of a multi-layer dictionary once (all
     by default); their canonical layer files. `ref` and `overrides` are as for
     `load_sae`."""
-    source = _source(ref, overrides, revision)
-    _, _, paths = fetch_layers(
-        str(ref),
-        [layers] if isinstance(layers, int) else layers,
-        revision=revision,
-        force=force,
-        quiet=quiet,
-        verify=verify,
-        source=source,
-    )
-    return paths
+    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
+    options = LoadOptions(revision=revision, force=force, quiet=quiet, verify=verify)
+    reference = resolve_reference(ref, revision=revision, **overrides)
+    return fetch_layers(reference.source(), layers, options)
 
 
 def load_dictionary(
-    ref: str | os.PathLike[str],
+    ref: str | os.PathLike[str] | Reference,
     *,
-    layers: Iterable[int] | int | None = None,
     device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "float32",
     revision: str | None = None,
     force: bool = False,
     quiet: bool | None = None,
     verify: bool = False,
+    layers: Iterable[int] | int | None = None,
     **overrides: Any,
 ) -> MultiLayerDictionary | CrossCoder:
     """Load a multi-layer dictionary: a cross-layer transcoder (`CrossLayerTranscoder`)
     or transcoder set (`TranscoderSet`), all layers or only `layers`, each memory-mapped
-    from its own cache file onto `device` in `dtype`; or a crosscoder (`CrossCoder`,
-    always whole). `ref` and `overrides` are as for `load_sae`, which returns the same
-    for these references; this one refuses anything else."""
-    device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    source = _source(ref, overrides, revision)
-    return load_layers(
-        str(ref),
-        layers=layers,
-        device=device,
-        dtype=dtype,
-        revision=revision,
-        force=force,
-        quiet=quiet,
-        verify=verify,
-        source=source,
-    )
-
-
-def _source(
-    ref: str | os.PathLike[str], overrides: Mapping[str, Any], revision: str | None
-) -> tuple[Release, SAEEntry, Format, str | None]:
-    """(release, entry, format, revision) for loading_layers."""
-    release, entry, detected, revision = _resolve(ref, overrides, revision)
-    return release, entry, detected or get_registry().format(release.format), revision
+    from its own cache file onto `device` in `dtype` (float32 unless given, as for
+    `load_sae`; None keeps the stored dtype); or a crosscoder (`CrossCoder`, always
+    whole). `ref`, every option and `overrides` are as for `load_sae`, which returns the
+    same for these references through the same code; this one refuses anything else."""
+    options = LoadOptions(device, dtype, revision, force, quiet, verify)
+    return _load(ref, layers, options, overrides, dictionaries_only=True)  # type: ignore[return-value]
 
 
 def load_sae(
-    ref: str | os.PathLike[str],
+    ref: str | os.PathLike[str] | Reference,
     *,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = "float32",
@@ -454,41 +470,49 @@ def load_sae(
     The first call downloads the publisher's files and converts them once; later calls
     read the cached canonical file directly onto the device (a local folder is
     converted again when a file it reads changes). `verify` also checks the cached
-    tensor bytes against the digest in the file (a full read).
+    tensor bytes against the digest in the file (a full read). `revision`: a branch,
+    tag or commit, or a unique prefix of a commit already cached (as `saereg cache ls`
+    prints it).
 
     A multi-layer dictionary (kind clt, transcoder_set or crosscoder in `saereg list`)
     comes back as its multi-layer module (`CrossLayerTranscoder`, `TranscoderSet`,
     `CrossCoder`; see `load_dictionary`), all layers or only `layers`, each fetched and
     cached on its own.
     """
+    options = LoadOptions(device, dtype, revision, force, quiet, verify)
+    return _load(ref, layers, options, overrides, dictionaries_only=False)
+
+
+def _load(
+    ref: str | os.PathLike[str] | Reference,
+    layers: Iterable[int] | int | None,
+    options: LoadOptions,
+    overrides: Mapping[str, Any],
+    *,
+    dictionaries_only: bool,
+) -> SAE | MultiLayerDictionary | CrossCoder:
+    """The one loading path of `load_sae` and `load_dictionary`: every option reaches a
+    single SAE and a multi-layer dictionary alike."""
     from saereg.sae.module import SAE  # torch: imported only when a module is built
 
-    device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    in_place_enabled()  # a junk SAEREG_IN_PLACE fails before any download
-    resolved = _resolve(ref, overrides, revision)
-    kind = resolved[1].resolved_kind
+    options = options.checked()  # device, dtype, SAEREG_IN_PLACE: before any download
+    reference = resolve_reference(ref, revision=options.revision, **overrides)
+    kind = reference.kind
     if kind in DICTIONARY_KINDS:
-        release, entry, detected, source_revision = resolved
-        fmt = detected or get_registry().format(release.format)
-        return load_layers(
-            str(ref),
-            layers=layers,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            force=force,
-            quiet=quiet,
-            verify=verify,
-            source=(release, entry, fmt, source_revision),
+        return load_layers(reference.source(), layers, options)
+    if dictionaries_only:
+        raise DictionaryError(
+            f"{reference.where} is a {kind}, not a multi-layer dictionary (kind "
+            f"{', '.join(DICTIONARY_KINDS)}); load it with load_sae"
         )
     if layers is not None:
         raise DictionaryError(
-            f"{ref} is a single {kind}; layers= selects layers of a multi-layer dictionary "
-            f"(kind {', '.join(DICTIONARY_KINDS)})"
+            f"{reference.text} is a single {kind}; layers= selects layers of a multi-layer "
+            f"dictionary (kind {', '.join(DICTIONARY_KINDS)})"
         )
-    path = _fetch_canonical(ref, revision, force, quiet, verify, overrides, resolved)
+    path = _fetch_canonical(reference, options)
     mark_used(path)  # for `saereg cache ls` / `prune --older-than`
-    return SAE.load(path, device=device, dtype=dtype)
+    return SAE.load(path, device=options.device, dtype=options.dtype)
 
 
 def load_config(
@@ -506,7 +530,7 @@ def load_config(
     """
     release, entry, fmt, revision = _lookup(ref, overrides, revision)
     _single(release, entry)
-    revision = expand_revision(release.repo_id, release.name, entry.id, revision)
+    revision = revision_to_fetch(release, entry, revision)
     files = fmt.files(release, entry)
     known = known_revision(release, files, revision)
     if known is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -20,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 from saereg.base.errors import CacheWarning, SaeregError
 from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import Release, SAEEntry
-from saereg.catalogue.resolver import resolve_entry
-from saereg.formats import Format, MultiLayerFormat, conversion_source, get_registry
+from saereg.formats import Format, MultiLayerFormat, conversion_source
 from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path
 from saereg.store.digest import stored_digest, tensor_digest
 from saereg.store.fetch import content_revision, show_progress
-from saereg.store.in_place import missing_sources, plan_in_place
+from saereg.store.in_place import in_place_enabled, missing_sources, plan_in_place
 from saereg.store.integrity import source_problems
 from saereg.store.layer_config import (
     LAYERED_KINDS,
@@ -35,27 +35,53 @@ from saereg.store.layer_config import (
     read_layer_config,
     write_layer,
 )
+from saereg.store.layer_config import layer_id as _layer_id
 from saereg.store.local import fetch_files, known_revision
+from saereg.store.revisions import revision_to_fetch
 from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
 
 if TYPE_CHECKING:
     import torch
 
-    #: What a reference resolved to: (release, entry, format, revision to fetch).
-    Source = tuple[Release, SAEEntry, Format, str | None]
-
     from saereg.sae.crosscoder import CrossCoder
     from saereg.sae.multilayer import MultiLayerDictionary
+
+    #: What saereg.loading resolved a reference to: (release, entry, format, the
+    #: revision to fetch, as the reference or the caller named it).
+    Source = tuple[Release, SAEEntry, Format, str | None]
 
 
 class DictionaryError(SaeregError):
     """A multi-layer dictionary cannot be loaded as asked (not one, or no such layers)."""
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """The keyword options every loading entry point takes (`load_sae`,
+    `load_dictionary`, `fetch_canonical`, `fetch_dictionary`), held in one object that
+    is checked once and passed whole: an option added here reaches single SAEs and
+    multi-layer dictionaries alike, whichever function was called. `revision` is the
+    one the caller passed; the reference may name its own (``hf:REPO@REV``), which
+    resolving folds into the `Source`."""
+
+    device: str | torch.device = "cpu"
+    dtype: str | torch.dtype | None = "float32"
+    revision: str | None = None
+    force: bool = False
+    quiet: bool | None = None
+    verify: bool = False
+
+    def checked(self) -> LoadOptions:
+        """Device and dtype as torch objects, and SAEREG_IN_PLACE read: what can be
+        wrong with the arguments fails here, before any download."""
+        in_place_enabled()
+        return replace(self, device=check_device(self.device), dtype=check_dtype(self.dtype))
+
+
 def layer_id(entry: SAEEntry, layer: int) -> str:
     """The cache key of one layer of a dictionary entry."""
-    return f"{entry.id}/layer_{layer}"
+    return _layer_id(entry.id, layer)
 
 
 def check_layers(layers: Iterable[int] | None, n_layers: int, where: str) -> list[int]:
@@ -75,34 +101,27 @@ def check_layers(layers: Iterable[int] | None, n_layers: int, where: str) -> lis
 
 
 def fetch_layers(
-    ref: str,
-    layers: Iterable[int] | None = None,
-    *,
-    revision: str | None = None,
-    force: bool = False,
-    quiet: bool | None = None,
-    verify: bool = False,
-    source: Source | None = None,
-) -> tuple[Release, SAEEntry, list[Path]]:
-    """Download and convert the asked-for layers of `ref` once; their cache files. With
-    `verify`, a cached layer is served only if its tensor bytes match the digest in its
-    header and the publisher files it reads in place their recorded sha256 (full reads).
+    source: Source, layers: Iterable[int] | int | None, options: LoadOptions
+) -> list[Path]:
+    """Download and convert the asked-for layers of the dictionary `source` names once;
+    their cache files. With `options.verify`, a cached layer is served only if its
+    tensor bytes match the digest in its header and the publisher files it reads in
+    place their recorded sha256 (full reads).
 
-    `ref` is a catalogue reference, unless `source` gives what `ref` resolved to
-    elsewhere (a local folder or uncatalogued repository read by saereg.detection: its
-    release, entry, format and revision)."""
-    if source is None:
-        release, entry = resolve_entry(ref)
-        fmt: Format = get_registry().format(release.format)
-    else:
-        release, entry, fmt, source_revision = source
-        revision = revision or source_revision
+    `source` is what saereg.loading resolved the reference to (a catalogue entry, or a
+    local folder or uncatalogued repository read by saereg.detection); its revision is
+    expanded as a single SAE's is (saereg.store.revisions)."""
+    release, entry, fmt, revision = source
+    force, quiet, verify = options.force, options.quiet, options.verify
+    if isinstance(layers, int):
+        layers = [layers]
     where = f"{release.name}/{entry.id}"
     if not isinstance(fmt, MultiLayerFormat) or entry.resolved_kind not in LAYERED_KINDS:
         raise DictionaryError(
             f"{where} is a {entry.resolved_kind}, not a multi-layer dictionary of a kind "
             f"saereg stores per layer ({', '.join(LAYERED_KINDS)}); load it with load_sae"
         )
+    revision = revision_to_fetch(release, entry, revision)
     whole = fmt.kind == "crosscoder"  # every latent reads every site: one file
     if whole and layers is not None:
         raise DictionaryError(
@@ -122,7 +141,7 @@ def fetch_layers(
             _cache_hit(p, release, entry, i, known, verify=verify)
             for p, i in zip(paths, wanted, strict=True)
         ):
-            return release, entry, _used(paths)
+            return _used(paths)
     small = fetch_files(release, entry, small_files, revision, force=force, quiet=quiet)
     try:
         n_layers = fmt.n_layers(release, entry, small.paths)
@@ -188,7 +207,7 @@ def fetch_layers(
                 "damaged download? Retry with force=True (`saereg fetch --force`)"
             ) from None
         paths.append(target)
-    return release, entry, _used(paths)
+    return _used(paths)
 
 
 def _used(paths: list[Path]) -> list[Path]:
@@ -267,43 +286,30 @@ def _hf_sites(release: Release, names: Sequence[str | None]) -> tuple[Any, ...]:
 
 
 def load_layers(
-    ref: str,
-    *,
-    layers: Iterable[int] | int | None = None,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
-    revision: str | None = None,
-    force: bool = False,
-    quiet: bool | None = None,
-    verify: bool = False,
-    source: Source | None = None,
+    source: Source, layers: Iterable[int] | int | None, options: LoadOptions
 ) -> MultiLayerDictionary | CrossCoder:
-    """Load a catalogued cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`)
-    or transcoder set (`saereg.sae.transcoder_set.TranscoderSet`), all layers or only
-    `layers`, each memory-mapped from its own cache file onto `device` in `dtype`; or a
-    crosscoder (`saereg.sae.crosscoder.CrossCoder`, one file, always whole). `source`:
-    as for `fetch_layers` (`saereg.load_sae` passes it for local folders and
-    uncatalogued repositories)."""
+    """Load the cross-layer transcoder (`saereg.sae.clt.CrossLayerTranscoder`) or
+    transcoder set (`saereg.sae.transcoder_set.TranscoderSet`) `source` names, all
+    layers or only `layers`, each memory-mapped from its own cache file onto
+    `options.device` in `options.dtype`; or a crosscoder (`saereg.sae.crosscoder.CrossCoder`,
+    one file, always whole). `source`: as for `fetch_layers`."""
     from saereg.sae.clt import CrossLayerTranscoder  # torch: imported when a module is built
     from saereg.sae.crosscoder import CrossCoder  # torch
     from saereg.sae.transcoder_set import TranscoderSet  # torch
 
-    device, dtype = check_device(device), check_dtype(dtype)  # before any download
-    if isinstance(layers, int):
-        layers = [layers]
-    release, _, paths = fetch_layers(
-        ref, layers, revision=revision, force=force, quiet=quiet, verify=verify, source=source
-    )
+    options = options.checked()  # before any download
+    paths = fetch_layers(source, layers, options)
     first = read_layer_config(paths[0])
     classes = {"clt": CrossLayerTranscoder, "transcoder_set": TranscoderSet}
     cls = classes.get(first.kind, CrossCoder)
+    release = source[0]
     return cls.load(  # type: ignore[attr-defined, no-any-return]
         paths,
-        device=device,
-        dtype=dtype,
+        device=options.device,
+        dtype=options.dtype,
         hf_hooks=_hf_sites(release, first.hook_names),
         hf_hooks_out=_hf_sites(release, first.hook_names_out),
     )
 
 
-__all__ = ["DictionaryError", "fetch_layers", "load_layers"]
+__all__ = ["DictionaryError", "LoadOptions", "fetch_layers", "load_layers"]

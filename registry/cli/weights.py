@@ -12,8 +12,13 @@ from saereg.base.errors import SaeregError
 from saereg.catalogue.records import DICTIONARY_KINDS
 from saereg.cli.detect import add_source_options, source_overrides
 from saereg.cli.output import EXIT_OK, EXIT_USAGE, Subparsers, print_json
-from saereg.loading import fetch_canonical, fetch_dictionary, reference_kind
-from saereg.store.canonical import export_saelens, read_config
+from saereg.loading import Reference, fetch_canonical, fetch_dictionary, resolve_reference
+from saereg.store.canonical import (
+    dictionary_refusal,
+    export_saelens,
+    layer_file_refusal,
+    read_config,
+)
 from saereg.store.export_sparsify import export_sparsify
 from saereg.store.in_place import read_tensors, referenced
 from saereg.store.layer_config import is_layer_file, read_layer_config
@@ -22,18 +27,12 @@ from saereg.store.tensors import CODE_OF, read_header
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    overrides = source_overrides(args)
-    kind = reference_kind(args.ref, revision=args.revision, **overrides)
-    if args.layers is not None or kind in DICTIONARY_KINDS:
-        return _fetch_layers(args)
-    path = fetch_canonical(
-        args.ref,
-        revision=args.revision,
-        force=args.force,
-        quiet=True if args.quiet else None,
-        verify=args.verify,
-        **source_overrides(args),
-    )
+    # Resolved once: an uncatalogued repository is listed once, whatever its kind.
+    reference = resolve_reference(args.ref, revision=args.revision, **source_overrides(args))
+    quiet = True if args.quiet else None
+    if args.layers is not None or reference.kind in DICTIONARY_KINDS:
+        return _fetch_layers(args, reference)
+    path = fetch_canonical(reference, force=args.force, quiet=quiet, verify=args.verify)
     if args.json:
         cfg = read_config(path)
         print_json({"path": str(path), "config": cfg.to_dict()})
@@ -42,16 +41,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fetch_layers(args: argparse.Namespace) -> int:
+def _fetch_layers(args: argparse.Namespace, reference: Reference) -> int:
     """A multi-layer dictionary: one canonical file per layer, all or `--layers`."""
     paths = fetch_dictionary(
-        args.ref,
+        reference,
         args.layers,
-        revision=args.revision,
         force=args.force,
         quiet=True if args.quiet else None,
         verify=args.verify,
-        **source_overrides(args),
     )
     if args.json:
         print_json([{"path": str(p), "config": read_layer_config(p).to_dict()} for p in paths])
@@ -83,16 +80,18 @@ def _is_canonical(path: Path) -> bool:
 
 
 def _canonical_file(args: argparse.Namespace) -> Path:
-    """A canonical file given as a path, or fetched for a reference, folder or file."""
+    """A canonical file given as a path, or fetched for a reference, folder or file.
+    A multi-layer dictionary, or one of its layer files, is refused before anything is
+    downloaded: no single-SAE layout holds it."""
     candidate = Path(args.ref).expanduser()
+    if candidate.is_file() and is_layer_file(candidate):
+        raise layer_file_refusal(candidate, read_layer_config(candidate))
     if _is_canonical(candidate):
         return candidate
-    return fetch_canonical(
-        args.ref,
-        revision=args.revision,
-        quiet=True if args.quiet else None,
-        **source_overrides(args),
-    )
+    reference = resolve_reference(args.ref, revision=args.revision, **source_overrides(args))
+    if reference.kind in DICTIONARY_KINDS:
+        raise dictionary_refusal(reference.text, reference.kind, reference.entry.n_layers)
+    return fetch_canonical(reference, quiet=True if args.quiet else None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

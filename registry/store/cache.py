@@ -31,7 +31,12 @@ from saereg.store import fetch
 from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
 from saereg.store.in_place import blob_path, source_files
-from saereg.store.layer_config import LAYERED_KINDS, is_layer_file, read_layer_config
+from saereg.store.layer_config import (
+    LAYER_ID_SEP,
+    LAYERED_KINDS,
+    is_layer_file,
+    read_layer_config,
+)
 from saereg.store.local import HF_RELEASE_PREFIX, LOCAL_RELEASE
 from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
@@ -144,7 +149,7 @@ def _read_any_config(path: Path, full_schema: bool = False) -> Any:
 
 def _dictionary_of(sae_id: str) -> str | None:
     """The dictionary id of a layer entry's id (``clt/layer_3`` → ``clt``)."""
-    base, _, layer = sae_id.rpartition("/layer_")
+    base, _, layer = sae_id.rpartition(LAYER_ID_SEP)
     return base if base and layer.isdigit() else None
 
 

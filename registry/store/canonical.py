@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from saereg.base.errors import SaeregError
+from saereg.base.errors import ArgumentError, SaeregError
 from saereg.base.settings import cache_dir
 from saereg.store.digest import DIGEST_KEY, PLACEHOLDER, tensor_digest
 from saereg.store.in_place import referenced_dtypes, referenced_shapes
@@ -337,9 +337,76 @@ def fold_input_scale(tensors: Mapping[str, Any], factor: float) -> dict[str, Any
     return out
 
 
+class NotExportableError(ArgumentError):
+    """Export was asked of what no single-SAE layout holds: a multi-layer dictionary or
+    one of its layer files (exit code 2)."""
+
+
+#: What export takes, said in every refusal.
+EXPORTABLE = (
+    "export writes one single-hook SAE or transcoder (a catalogue entry of kind sae or "
+    "transcoder, a local folder, file or hf: repository holding one, or its canonical "
+    "file) in SAELens' or sparsify's layout"
+)
+
+
+def _dictionary_advice(kind: str, ref: str, layer: int | str) -> str:
+    """What to do instead, per kind of dictionary."""
+    load = f"saereg.load_sae({ref!r}, layers=[{layer}])"
+    if kind == "transcoder_set":
+        return (
+            f"each layer of a transcoder set is a single transcoder: `{load}.layer({layer})"
+            f".save('layer_{layer}.safetensors')` writes one as a canonical file, which "
+            "`saereg export` takes"
+        )
+    if kind == "clt":
+        return (
+            "load it with saereg.load_sae (no SAELens or sparsify class runs a cross-layer "
+            f"transcoder); `{load}.layer({layer}).save('layer_{layer}.safetensors')` writes "
+            "one layer as a single transcoder with its decoders summed over the target "
+            "layers (the mntss_clt releases' per-layer form), which `saereg export` takes"
+        )
+    return "load it with saereg.load_sae (no SAELens or sparsify class runs one)"
+
+
+def dictionary_refusal(ref: str, kind: str, n_layers: int | None) -> NotExportableError:
+    """The error for `saereg export` of a multi-layer dictionary reference."""
+    size = f"{n_layers}-layer " if n_layers else ""
+    return NotExportableError(
+        f"{ref} is a {size}{kind}, a multi-layer dictionary: {EXPORTABLE}. To use it, "
+        + _dictionary_advice(kind, ref, "L")
+    )
+
+
+def layer_file_refusal(path: Path | str, cfg: Any) -> NotExportableError:
+    """The error for exporting one canonical layer file of a multi-layer dictionary
+    (`cfg` its LayerConfig: kind, layer, n_layers, source)."""
+    src = getattr(cfg, "source", {}) or {}
+    ref = f"{src.get('release')}/{src.get('sae_id')}"
+    kind, layer = getattr(cfg, "kind", "dictionary"), getattr(cfg, "layer", "L")
+    return NotExportableError(
+        f"{path} is layer {layer} of {ref}, a {getattr(cfg, 'n_layers', '?')}-layer {kind} "
+        f"(a saereg layer file, not an SAE's canonical file): {EXPORTABLE}. Instead, "
+        + _dictionary_advice(kind, ref, layer)
+    )
+
+
+def check_exportable(cfg: Any, where: str = "this config") -> None:
+    """Exporters take one SAE's canonical config; anything else is refused with what
+    export takes and what to do instead."""
+    if isinstance(cfg, SAEConfig):
+        return
+    if hasattr(cfg, "layer") and hasattr(cfg, "n_layers"):  # a LayerConfig (layer_config.py)
+        raise layer_file_refusal(where, cfg)
+    raise NotExportableError(f"{where} is not a canonical SAE config: {EXPORTABLE}")
+
+
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
-    if cfg.architecture == "temporal" or not cfg.topk_relu:
+    check_exportable(cfg)
+    # (topk_relu means something for TopK SAEs only: a layer view of a dictionary,
+    # whatever its architecture, says false)
+    if cfg.architecture == "temporal" or (cfg.architecture == "topk" and not cfg.topk_relu):
         what = "temporal SAEs" if cfg.architecture == "temporal" else "TopK without a ReLU"
         raise CanonicalFileError(
             f"no SAELens layout runs {what} with this math; keep the canonical file"

@@ -23,7 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saereg.store.canonical import atomic_path, fold_input_scale, write_safetensors
+from saereg.store.canonical import (
+    atomic_path,
+    check_exportable,
+    fold_input_scale,
+    write_safetensors,
+)
 from saereg.store.sae_config import SAEConfig
 from saereg.store.tensors import CanonicalFileError
 
@@ -55,6 +60,7 @@ def hookpoint_name(cfg: SAEConfig) -> str:
 
 def export_sparsify(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write `out_dir/{hookpoint}/cfg.json` and `sae.safetensors`; return both paths."""
+    check_exportable(cfg)
     why = _refusal(cfg)
     if why:
         raise CanonicalFileError(f"cannot export to sparsify: {why}; keep the canonical file")

@@ -47,6 +47,13 @@ LAYER_METADATA_KEY = "saereg_layer"
 #: The kinds of multi-layer dictionary stored in layer files (a crosscoder, whose
 #: latents read every site, is one file: "layer" 0 of its n_layers sites).
 LAYERED_KINDS = ("clt", "transcoder_set", "crosscoder")
+#: What joins a dictionary's SAE id and a layer number in a layer file's cache id.
+LAYER_ID_SEP = "/layer_"
+
+
+def layer_id(sae_id: str, layer: int) -> str:
+    """The cache id of one layer file of the dictionary `sae_id` (``clt/layer_3``)."""
+    return f"{sae_id}{LAYER_ID_SEP}{layer}"
 
 
 @dataclass(frozen=True)

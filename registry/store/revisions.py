@@ -22,7 +22,9 @@ from urllib.parse import quote, unquote
 
 from saereg.base.errors import CacheWarning, SaeregError
 from saereg.base.settings import cache_dir
+from saereg.catalogue.records import Release, SAEEntry
 from saereg.store.fetch import hf_cache_dir
+from saereg.store.layer_config import LAYER_ID_SEP, LAYERED_KINDS
 
 _SHORT = re.compile(r"^[0-9a-f]{7,39}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -36,10 +38,11 @@ class RevisionError(SaeregError):
     exit_code = 2
 
 
-def entry_revisions(release: str, sae_id: str) -> list[tuple[str, Path]]:
-    """(revision, file) of saereg's canonical entries of one SAE, newest use first."""
+def entry_revisions(release: str, sae_id: str, *, layers: bool = False) -> list[tuple[str, Path]]:
+    """(revision, file) of saereg's canonical entries of one SAE, newest use first; with
+    `layers`, those of a multi-layer dictionary's layer files (``ID/layer_N@REVISION``)."""
     folder = cache_dir() / "canonical" / quote(release, safe="")
-    prefix = quote(sae_id, safe="") + "@"
+    prefix = quote(sae_id + LAYER_ID_SEP if layers else sae_id, safe="")
     try:
         files = [p for p in folder.iterdir() if p.name.startswith(prefix)]
     except OSError:
@@ -48,19 +51,29 @@ def entry_revisions(release: str, sae_id: str) -> list[tuple[str, Path]]:
     for path in files:
         if not path.name.endswith(".safetensors"):
             continue
+        rest = path.name[len(prefix) : -len(".safetensors")]
+        if layers:
+            layer, at, rest = rest.partition("@")
+            if not (layer.isdigit() and at):
+                continue
+        elif not rest.startswith("@"):
+            continue
+        else:
+            rest = rest[1:]
         try:
             used = path.stat().st_mtime
         except OSError:
             continue
-        revision = unquote(path.name[len(prefix) : -len(".safetensors")])
-        found.append((used, revision, path))
+        found.append((used, unquote(rest), path))
     return [(rev, path) for _, rev, path in sorted(found, reverse=True)]
 
 
 def expand_revision(
-    repo_id: str | None, release: str, sae_id: str, revision: str | None
+    repo_id: str | None, release: str, sae_id: str, revision: str | None, *, layers: bool = False
 ) -> str | None:
-    """`revision` as given, or the full commit a short hex form stands for."""
+    """`revision` as given, or the full commit a short hex form stands for: one the HF
+    cache has a snapshot of, or one of saereg's entries of this SAE (with `layers`, of
+    this multi-layer dictionary's layer files) was converted from."""
     if revision is None or not _SHORT.match(revision):
         return revision
     commits: set[str] = set()
@@ -68,7 +81,8 @@ def expand_revision(
         snapshots = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
         with contextlib.suppress(OSError):
             commits.update(p.name for p in snapshots.iterdir() if _COMMIT.match(p.name))
-    commits.update(rev for rev, _ in entry_revisions(release, sae_id) if _COMMIT.match(rev))
+    known = entry_revisions(release, sae_id, layers=layers)
+    commits.update(rev for rev, _ in known if _COMMIT.match(rev))
     matches = sorted(c for c in commits if c.startswith(revision))
     if len(matches) > 1:
         raise RevisionError(
@@ -76,6 +90,14 @@ def expand_revision(
             "more of the commit"
         )
     return matches[0] if matches else revision  # a branch or tag named like hex, maybe
+
+
+def revision_to_fetch(release: Release, entry: SAEEntry, revision: str | None) -> str | None:
+    """The revision to fetch an entry at, short commit forms expanded: the one path
+    single SAEs and multi-layer dictionaries (whose cache entries are per layer) share,
+    so that a short and a full commit name one cache entry either way."""
+    layered = entry.resolved_kind in LAYERED_KINDS
+    return expand_revision(release.repo_id, release.name, entry.id, revision, layers=layered)
 
 
 def newest_cached(release: str, sae_id: str, usable: Callable[[Path, str], bool]) -> Path | None:
