@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from saereg.base.settings import in_place
 from saereg.store.fetch import hf_cache_dir
-from saereg.store.tensors import CODE_OF, DTYPES, CanonicalFileError, LazyArray, Origin
+from saereg.store.tensors import (
+    CODE_OF,
+    DTYPES,
+    CanonicalFileError,
+    LazyArray,
+    Origin,
+    read_header,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -328,6 +335,8 @@ def read_tensors(
     from safetensors.torch import load_file  # deferred: safetensors
 
     device = torch.device(device)
+    if device.type == "meta":  # shapes and dtypes only (safetensors maps no meta tensors)
+        return _meta_tensors(path, cfg, dtype)
     tensors = load_file(path, device=str(device))
     refs = referenced(cfg)
     if not refs:
@@ -356,3 +365,20 @@ def read_tensors(
             raise SourceFileError(f"{path}: tensor {name} maps to {list(t.shape)}")
         tensors[name] = t if device.type == "cpu" else t.to(device)
     return tensors
+
+
+def _meta_tensors(path: Path, cfg: SAEConfig, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """What `read_tensors` gives, on the meta device: every tensor's shape and dtype
+    (`dtype`, else the entry's own or, in place, the publisher's after its casts)."""
+    import torch  # deferred: torch
+
+    header, _ = read_header(path)
+    kinds = {n: DTYPES[i["dtype"]][0] for n, i in header.items()}
+    shapes = {n: tuple(i["shape"]) for n, i in header.items()}
+    for name, ref in referenced(cfg).items():
+        kinds[name] = _dtype_after(ref["dtype"], ref["ops"])
+        shapes[name] = tuple(ref["shape"])
+    return {
+        name: torch.empty(shape, dtype=dtype or getattr(torch, kinds[name]), device="meta")
+        for name, shape in shapes.items()
+    }
