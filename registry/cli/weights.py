@@ -203,7 +203,8 @@ def _add_export(sub: Subparsers, summary: str) -> None:
         help=summary,
         description="Write an SAE (catalogued, a local folder or file in any supported "
         "layout, an uncatalogued hf: repository, or a canonical file) in SAELens' or "
-        "EleutherAI sparsify's layout.",
+        "EleutherAI sparsify's layout. A multi-layer dictionary (CLT, transcoder set, "
+        "crosscoder) or one of its layer files has no such layout and is refused (exit 2).",
     )
     p.add_argument(
         "ref", help="a reference, a local folder or file (./x, /x, ~/x), or a canonical file"
