@@ -387,15 +387,6 @@ def _cache_hit(
     return True
 
 
-def reference_kind(
-    ref: str | os.PathLike[str], *, revision: str | None = None, **overrides: Any
-) -> str:
-    """What `ref` names: ``sae``, ``transcoder``, or a multi-layer kind (``clt``,
-    ``transcoder_set``, ``crosscoder``), from the catalogue or, for a local path or an
-    uncatalogued ``hf:`` repository, from format detection."""
-    return resolve_reference(ref, revision=revision, **overrides).kind
-
-
 def fetch_dictionary(
     ref: str | os.PathLike[str] | Reference,
     layers: Iterable[int] | int | None = None,

@@ -105,17 +105,23 @@ def test_short_commits_fail_alike_for_single_saes_and_dictionaries(
         with pytest.raises(saereg.SaeregError) as err:
             saereg.load_sae(ref, revision="abcdef1")
         errors[ref] = (type(err.value), str(err.value).replace(repo, "REPO"))
+        code, _, text = _cli(capsys, "fetch", ref, "--revision", "mian", "--quiet")
+        assert code == 2 and text.endswith("has no revision 'mian'. Did you mean: main?\n")
         # The longer prefix is not ambiguous and loads the cached entry.
         assert saereg.load_sae(ref, revision=commit[:11], layers=None) is not None
     assert errors[dictionary] == errors[single]
-    assert "REPO has no revision 'abcdef1'" in errors[single][1]
+    assert errors[single][0].exit_code == 2
+    assert "REPO has no revision 'abcdef1' (a short commit is expanded only" in errors[single][1]
 
 
 # --------------------------------------------------------------------------- listings
 
 
 def test_an_uncatalogued_repository_is_listed_once_per_command(
-    hubenv: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    hubenv: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = "someone/tiny-clt"
     files = {
@@ -128,6 +134,12 @@ def test_an_uncatalogued_repository_is_listed_once_per_command(
     assert len(out.split()) == 3 and _listings(hubenv, repo) == 1
     code, out, err = _cli(capsys, "fetch", f"hf:{repo}", "--layers", "1", "--quiet", "--json")
     assert code == 0 and _listings(hubenv, repo) == 2, err
+    # Offline, a short commit of the repository names the files the HF cache holds.
+    commit = hubenv.hub.refs[repo]["main"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, again, err = _cli(capsys, "fetch", f"hf:{repo}@{commit[:8]}", "--layers", "1")
+    assert code == 0 and again.split() == [json.loads(out)[0]["path"]], err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     # A single SAE of an uncatalogued repository: fetch and export list it once each.
     single = "someone/one-sae"
     hubenv.hub.add_commit(single, SAE_CASE.files)

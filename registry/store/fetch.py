@@ -18,23 +18,25 @@ by; other files are hashed). A file the release pins a checksum for is hashed fr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from saereg.base.errors import SaeregError
+from saereg.base.errors import SaeregError, UnknownReferenceError
 from saereg.base.settings import cache_dir
 from saereg.catalogue.records import Release, SAEEntry
+from saereg.catalogue.refs import close_matches
 from saereg.catalogue.release_check import unsafe_path
-from saereg.store.pins import verified_sha256
+from saereg.store.pins import pinned_files, verified_sha256, verify_checksums
 from saereg.store.tensors import MAX_HEADER, parse_header
 
 MIRRORS_ENV = "SAEREG_URL_MIRRORS"
@@ -66,8 +68,26 @@ class FetchError(SaeregError):
     """A file could not be downloaded (missing upstream, offline, network failure)."""
 
 
-class ChecksumError(SaeregError):
-    """A downloaded file does not match the checksum pinned in its release."""
+class UnknownRevisionError(FetchError, UnknownReferenceError):
+    """The repository has no such branch, tag or commit (exit code 2)."""
+
+
+def unknown_revision(repo_id: str, rev: str) -> UnknownRevisionError:
+    """The error for a revision the hub does not know, naming the cached branches and
+    tags that look like it. A short commit is expanded only against downloaded ones."""
+    refs = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs"
+    names = {"main"}
+    with contextlib.suppress(OSError):
+        names.update(p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file())
+    hint = ""
+    if re.match(r"^[0-9a-f]{7,39}$", rev):
+        hint = (
+            " (a short commit is expanded only against commits saereg or the Hugging Face "
+            "cache already hold: give all 40 hex digits)"
+        )
+    return UnknownRevisionError(
+        f"{repo_id} has no revision {rev!r}{hint}.", close_matches(rev, sorted(names))
+    )
 
 
 @dataclass(frozen=True)
@@ -308,7 +328,7 @@ def hf_download(
             "(`saereg sync-check` compares it with the repository)"
         ) from None
     except hf_errors.RevisionNotFoundError:
-        raise FetchError(f"{repo_id} has no revision {rev!r}") from None
+        raise unknown_revision(repo_id, rev) from None
     except hf_errors.RepositoryNotFoundError:
         raise FetchError(
             f"repository {repo_id!r} was not found on {hf_endpoint()} (renamed, private, or "
@@ -504,54 +524,6 @@ def fetch_files(
         resolved = content_revision(hashes.values())
     verify_checksums(release, entry, hashes, [f.path for f in files])
     return FetchedFiles(paths, hashes, resolved)
-
-
-def pinned_path(sae_path: str, key: str, candidates: Iterable[str]) -> str | None:
-    """The file a `sha256:` key names. Keys are relative to the SAE's path (as the schema
-    documents); a full repository path, or the file name of an SAE whose path is a file,
-    are understood too."""
-    base = sae_path.strip("/")
-    pool = set(candidates)
-    for candidate in (f"{base}/{key}", key):
-        if candidate in pool:
-            return candidate
-    if base in pool and base.rsplit("/", 1)[-1] == key:
-        return base
-    return None
-
-
-def pinned_files(entry: SAEEntry, candidates: Iterable[str]) -> set[str]:
-    """The repository paths among `candidates` that the entry's sha256 pins cover."""
-    pool = list(candidates)
-    found = (pinned_path(entry.path, key, pool) for key in entry.sha256 or {})
-    return {path for path in found if path is not None}
-
-
-def verify_checksums(
-    release: Release,
-    entry: SAEEntry,
-    hashes: Mapping[str, str],
-    declared: Iterable[str] = (),
-) -> None:
-    """Every pin names a file this SAE reads, and every fetched pinned file matches."""
-    declared = list(declared)
-    for key, expected in (entry.sha256 or {}).items():
-        path = pinned_path(entry.path, key, hashes)
-        if path is None:
-            if pinned_path(entry.path, key, declared) is not None:
-                continue  # an optional file upstream does not have, or not fetched now
-            raise ChecksumError(
-                f"{release.name}/{entry.id}: the release pins a checksum for {key!r}, which "
-                f"is none of the files this SAE reads ({', '.join(declared) or 'none'}); "
-                "sha256 keys are paths relative to the SAE's path"
-            )
-        got = hashes[path]
-        if got != expected:
-            raise ChecksumError(
-                f"{release.name}/{entry.id}: {path} has sha256 {got}, but the release pins "
-                f"{expected}. The upstream file changed (or the download is corrupt); refusing "
-                "to load it. Delete it from the cache to retry, or report the release."
-            )
 
 
 def remote_safetensors_header(

@@ -21,7 +21,9 @@ from saereg.store.fetch import (
     hf_endpoint,
     net_timeout,
     offline,
+    unknown_revision,
 )
+from saereg.store.revisions import expand_commit
 
 
 def _snapshot(repo_id: str, commit: str) -> Path:
@@ -48,7 +50,7 @@ def hub_listing(repo_id: str, revision: str | None) -> tuple[str, list[str]]:
     """(commit, every file path) of `repo_id` at `revision` (default main): from the hub
     online, from the HF cache offline. UnknownReferenceError when the repository or
     revision does not exist; FetchError when neither source can answer."""
-    rev = revision or "main"
+    rev = expand_commit(repo_id, revision) or "main"  # a short commit: the cached one
     if offline():
         cached = cached_listing(repo_id, rev)
         if cached is None:
@@ -67,7 +69,7 @@ def hub_listing(repo_id: str, revision: str | None) -> tuple[str, list[str]]:
     try:
         info: Any = api.model_info(repo_id, revision=rev, timeout=net_timeout())
     except hf_errors.RevisionNotFoundError:
-        raise UnknownReferenceError(f"{repo_id} has no revision {rev!r}.") from None
+        raise unknown_revision(repo_id, rev) from None
     except hf_errors.RepositoryNotFoundError:
         raise UnknownReferenceError(
             f"Repository {repo_id!r} was not found on {endpoint} (renamed, private, or gated? "

@@ -26,9 +26,8 @@ from saereg.base.errors import SaeregError
 from saereg.store import fetch
 from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
-from saereg.store.fetch import pinned_path
 from saereg.store.in_place import blob_path, missing_sources, source_files
-from saereg.store.pins import verified_sha256
+from saereg.store.pins import pinned_path, verified_sha256
 from saereg.store.sae_config import SAEConfig
 from saereg.store.tensors import CanonicalFileError
 

@@ -12,6 +12,10 @@ changes them, and the next check hashes it again.
 The memo lives in this process and in ``$SAEREG_CACHE/verified-sha256.json``, so later
 processes stay cheap too; a cache directory this user cannot write (a shared cache read
 by colleagues) only costs the hashing, never an error.
+
+Which file a ``sha256:`` key names (`pinned_path`), and the check of fetched files
+against the pins (`verify_checksums`), live here too: fetch.py downloads, this module
+decides whether the bytes are the ones the release pinned.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from saereg.base.errors import SaeregError
 from saereg.base.settings import cache_dir
+from saereg.catalogue.records import Release, SAEEntry
 from saereg.store.tempfiles import create_locked
 
 MEMO_NAME = "verified-sha256.json"
@@ -106,3 +113,58 @@ def verified_sha256(path: Path) -> str:
 def forget() -> None:
     """Drop the in-process memo (tests; the file stays)."""
     _memo.clear()
+
+
+# --------------------------------------------------------------------------- pins
+
+
+class ChecksumError(SaeregError):
+    """A downloaded file does not match the checksum pinned in its release."""
+
+
+def pinned_path(sae_path: str, key: str, candidates: Iterable[str]) -> str | None:
+    """The file a `sha256:` key names. Keys are relative to the SAE's path (as the schema
+    documents); a full repository path, or the file name of an SAE whose path is a file,
+    are understood too."""
+    base = sae_path.strip("/")
+    pool = set(candidates)
+    for candidate in (f"{base}/{key}", key):
+        if candidate in pool:
+            return candidate
+    if base in pool and base.rsplit("/", 1)[-1] == key:
+        return base
+    return None
+
+
+def pinned_files(entry: SAEEntry, candidates: Iterable[str]) -> set[str]:
+    """The repository paths among `candidates` that the entry's sha256 pins cover."""
+    pool = list(candidates)
+    found = (pinned_path(entry.path, key, pool) for key in entry.sha256 or {})
+    return {path for path in found if path is not None}
+
+
+def verify_checksums(
+    release: Release,
+    entry: SAEEntry,
+    hashes: Mapping[str, str],
+    declared: Iterable[str] = (),
+) -> None:
+    """Every pin names a file this SAE reads, and every fetched pinned file matches."""
+    declared = list(declared)
+    for key, expected in (entry.sha256 or {}).items():
+        path = pinned_path(entry.path, key, hashes)
+        if path is None:
+            if pinned_path(entry.path, key, declared) is not None:
+                continue  # an optional file upstream does not have, or not fetched now
+            raise ChecksumError(
+                f"{release.name}/{entry.id}: the release pins a checksum for {key!r}, which "
+                f"is none of the files this SAE reads ({', '.join(declared) or 'none'}); "
+                "sha256 keys are paths relative to the SAE's path"
+            )
+        got = hashes[path]
+        if got != expected:
+            raise ChecksumError(
+                f"{release.name}/{entry.id}: {path} has sha256 {got}, but the release pins "
+                f"{expected}. The upstream file changed (or the download is corrupt); refusing "
+                "to load it. Delete it from the cache to retry, or report the release."
+            )

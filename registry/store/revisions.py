@@ -76,13 +76,32 @@ def expand_revision(
     this multi-layer dictionary's layer files) was converted from."""
     if revision is None or not _SHORT.match(revision):
         return revision
-    commits: set[str] = set()
-    if repo_id:
-        snapshots = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-        with contextlib.suppress(OSError):
-            commits.update(p.name for p in snapshots.iterdir() if _COMMIT.match(p.name))
+    commits = snapshot_commits(repo_id) if repo_id else set()
     known = entry_revisions(release, sae_id, layers=layers)
     commits.update(rev for rev, _ in known if _COMMIT.match(rev))
+    return _unique(revision, commits)
+
+
+def expand_commit(repo_id: str, revision: str | None) -> str | None:
+    """`revision` as given, or the full commit a short hex form stands for among those
+    the HF cache has snapshots of (a repository no release describes, whose listing is
+    all there is to go by)."""
+    if revision is None or not _SHORT.match(revision):
+        return revision
+    return _unique(revision, snapshot_commits(repo_id))
+
+
+def snapshot_commits(repo_id: str) -> set[str]:
+    """The commits of `repo_id` the HF cache holds snapshots of."""
+    snapshots = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    with contextlib.suppress(OSError):
+        return {p.name for p in snapshots.iterdir() if _COMMIT.match(p.name)}
+    return set()
+
+
+def _unique(revision: str, commits: set[str]) -> str:
+    """The one commit starting with `revision`; `revision` itself when none does (a
+    branch or tag named like hex, maybe); RevisionError when several do."""
     matches = sorted(c for c in commits if c.startswith(revision))
     if len(matches) > 1:
         raise RevisionError(
