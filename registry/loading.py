@@ -424,7 +424,9 @@ def load_dictionary(
     `load_sae`; None keeps the stored dtype); or a crosscoder (`CrossCoder`, always
     whole). `ref`, every option and `overrides` are as for `load_sae`, which returns the
     same for these references through the same code; this one refuses anything else."""
-    options = LoadOptions(device, dtype, revision, force, quiet, verify)
+    options = LoadOptions(
+        device=device, dtype=dtype, revision=revision, force=force, quiet=quiet, verify=verify
+    )
     return _load(ref, layers, options, overrides, dictionaries_only=True)  # type: ignore[return-value]
 
 
@@ -470,7 +472,9 @@ def load_sae(
     `CrossCoder`; see `load_dictionary`), all layers or only `layers`, each fetched and
     cached on its own.
     """
-    options = LoadOptions(device, dtype, revision, force, quiet, verify)
+    options = LoadOptions(
+        device=device, dtype=dtype, revision=revision, force=force, quiet=quiet, verify=verify
+    )
     return _load(ref, layers, options, overrides, dictionaries_only=False)
 
 

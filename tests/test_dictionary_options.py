@@ -184,6 +184,8 @@ def test_export_refuses_dictionaries_and_their_layer_files(
         with pytest.raises(NotExportableError, match=r"is layer 1 of .*/set, a 3-layer"):
             exporter(cfg, {}, tmp_path / "api")  # type: ignore[arg-type]
     assert not (tmp_path / "api").exists()
+    with pytest.raises(saereg.SaeregError, match="one layer file of a multi-layer dictionary"):
+        saereg.SAE.load(layer_file)
 
 
 def test_export_refuses_a_local_dictionary_and_the_advice_works(

@@ -26,7 +26,13 @@ from saereg.base.errors import ArgumentError, SaeregError
 from saereg.base.settings import cache_dir
 from saereg.store.digest import DIGEST_KEY, PLACEHOLDER, tensor_digest
 from saereg.store.in_place import referenced_dtypes, referenced_shapes
-from saereg.store.sae_config import METADATA_KEY, ConfigError, SAEConfig, validate_config
+from saereg.store.sae_config import (
+    LAYER_METADATA_KEY,
+    METADATA_KEY,
+    ConfigError,
+    SAEConfig,
+    validate_config,
+)
 from saereg.store.tempfiles import create_locked, remove_stale
 from saereg.store.tensors import (
     CODE_OF,
@@ -251,6 +257,12 @@ def read_config(path: Path, *, full_schema: bool = False) -> SAEConfig:
     schemas/sae.v1.json (every file saereg writes was validated so when written)."""
     header, metadata = read_header(path)
     raw = metadata.get(METADATA_KEY)
+    if raw is None and LAYER_METADATA_KEY in metadata:
+        raise CanonicalFileError(
+            f"{path}: one layer file of a multi-layer dictionary, not a single SAE's "
+            "canonical file (`saereg inspect` describes it); load the dictionary with "
+            "saereg.load_sae(REF, layers=[...])"
+        )
     if raw is None:
         raise CanonicalFileError(
             f"{path}: not a saereg canonical file (no '{METADATA_KEY}' in its metadata); "

@@ -39,11 +39,10 @@ from saereg.catalogue.records import plain_dict
 from saereg.catalogue.release_dirs import builtin_schema_dir
 from saereg.store.canonical import write_safetensors
 from saereg.store.in_place import referenced_dtypes, referenced_shapes
-from saereg.store.sae_config import ConfigError
+from saereg.store.sae_config import LAYER_METADATA_KEY, ConfigError
 from saereg.store.tensors import CanonicalFileError, LazyArray, read_header, tensor_shapes
 
 LAYER_CONFIG_VERSION = 1
-LAYER_METADATA_KEY = "saereg_layer"
 #: The kinds of multi-layer dictionary stored in layer files (a crosscoder, whose
 #: latents read every site, is one file: "layer" 0 of its n_layers sites).
 LAYERED_KINDS = ("clt", "transcoder_set", "crosscoder")

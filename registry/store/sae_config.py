@@ -19,6 +19,8 @@ from saereg.catalogue.release_dirs import builtin_schema_dir
 
 CONFIG_VERSION = 1
 METADATA_KEY = "saereg_config"
+#: The key of a multi-layer dictionary's layer files (saereg.store.layer_config).
+LAYER_METADATA_KEY = "saereg_layer"
 
 
 class ConfigError(SaeregError):
