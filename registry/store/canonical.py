@@ -413,6 +413,12 @@ def check_exportable(cfg: Any, where: str = "this config") -> None:
     raise NotExportableError(f"{where} is not a canonical SAE config: {EXPORTABLE}")
 
 
+def _any_negative(value: Any) -> bool:
+    import torch  # deferred: torch
+
+    return bool((torch.as_tensor(value.load() if hasattr(value, "load") else value) < 0).any())
+
+
 def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Write the SAELens folder layout (cfg.json + sae_weights.safetensors, v6 config)."""
     check_exportable(cfg)
@@ -423,20 +429,13 @@ def export_saelens(cfg: SAEConfig, tensors: Mapping[str, Any], out_dir: Path) ->
         raise CanonicalFileError(
             f"no SAELens layout runs {what} with this math; keep the canonical file"
         )
-    if cfg.architecture == "jumprelu" and "threshold" in tensors:
-        import torch  # deferred: torch
-
-        threshold = tensors["threshold"]
-        if bool(
-            (
-                torch.as_tensor(threshold.load() if hasattr(threshold, "load") else threshold) < 0
-            ).any()
-        ):
-            raise CanonicalFileError(
-                "this JumpReLU has thresholds below zero, so it lets negative latents through "
-                "(h · 1[h > θ], circuit-tracer's math); SAELens' JumpReLU applies a ReLU "
-                "first and would silently change them: keep the canonical file"
-            )
+    negative = "threshold" in tensors and _any_negative(tensors["threshold"])
+    if cfg.architecture == "jumprelu" and negative:
+        raise CanonicalFileError(
+            "this JumpReLU has thresholds below zero, so it lets negative latents through "
+            "(h · 1[h > θ], circuit-tracer's math); SAELens' JumpReLU applies a ReLU "
+            "first and would silently change them: keep the canonical file"
+        )
     if cfg.normalization["kind"] == "scale":
         tensors = fold_input_scale(tensors, float(cfg.normalization["factor"]))
         cfg = replace(cfg, normalization={"kind": "none"})
