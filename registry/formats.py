@@ -52,7 +52,7 @@ from saereg.base.plugin_host import DISABLE_ENV, PluginInfo
 from saereg.base.version import __version__
 from saereg.catalogue.records import Release, SAEEntry, layer_of_hook, parse_width
 from saereg.store.fetch import RemoteFile
-from saereg.store.sae_config import temporal_attention_shapes
+from saereg.store.sae_config import CONVERSION, temporal_attention_shapes
 from saereg.store.tensors import (
     CODE_OF,
     FLOAT_DTYPES,
@@ -184,7 +184,11 @@ class Format:
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Publisher files → (canonical config dict, {tensor name: tensor})."""
+        """Publisher files → (canonical config dict, {tensor name: tensor}).
+
+        The config may say ``model``: the model the publisher's config names. The core
+        uses it only where the release names none (a folder or an uncatalogued hub
+        repository loaded without ``model=``)."""
         raise NotImplementedError(
             f"format {self.name!r} cannot convert weights yet (only its metadata is "
             "catalogued); see the project's issue tracker"
@@ -371,6 +375,7 @@ def conversion_source(
         "revision": revision,
         "files": dict(hashes),
         "plugin": f"{info.distribution}=={info.version} ({info.name})" if info else None,
+        "conversion": CONVERSION,
         "saereg_version": __version__,
     }
 

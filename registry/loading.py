@@ -14,10 +14,11 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import ArgumentError, CacheWarning, SaeregError, UnknownReferenceError
-from saereg.catalogue.models import hf_hooks
+from saereg.catalogue.models import get_model, hf_hooks
 from saereg.catalogue.records import DICTIONARY_KINDS, Release, SAEEntry
 from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
@@ -190,6 +191,15 @@ def _single(release: Release, entry: SAEEntry) -> None:
         )
 
 
+def _named_model(name: Any) -> str | None:
+    """A model named by a publisher's config, as the models table names it (a name the
+    table does not know is kept as it is)."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    info = get_model(name.strip())
+    return info.name if info is not None else name.strip()
+
+
 def build_config(
     fmt: Format,
     release: Release,
@@ -198,20 +208,27 @@ def build_config(
     hashes: Mapping[str, str],
     revision: str | None,
 ) -> SAEConfig:
-    """Catalogue metadata + what the plugin read from the files + provenance."""
+    """Catalogue metadata + what the plugin read from the files + provenance.
+
+    The release's model wins; a release that names none (a folder or an uncatalogued
+    ``hf:`` repository loaded without ``model=``) takes the model the publisher's config
+    names (`converted["model"]`), spelled as the models table spells it. The Hugging Face
+    hook points follow from that model and the hook names the files settle."""
     base: dict[str, Any] = {
         "hook_name": entry.hook_name,
         "hook_name_out": entry.hook_name_out,
         "hf_hook_name": entry.hf_hook_name,
         "hook_layer": entry.hook_layer,
-        "model": release.model or None,
-        **hf_hooks(release.model, entry),
         "context_size": entry.context_size,
         "dataset": entry.dataset,
         "nested_widths": list(entry.nested_widths) if entry.nested_widths else None,
         "neuronpedia": entry.neuronpedia,
     }
     base.update(converted)
+    model = _named_model(release.model) or _named_model(converted.get("model"))
+    base["model"] = model or None
+    hooks = SimpleNamespace(hook_name=base["hook_name"], hook_name_out=base["hook_name_out"])
+    base.update(hf_hooks(model or "", hooks))
     base["source"] = conversion_source(fmt, release, entry, revision, hashes)
     where = f"{release.name}/{entry.id}"
     for key in ("d_sae", "d_in"):

@@ -38,7 +38,7 @@ from saereg.store.layer_config import (
 from saereg.store.layer_config import layer_id as _layer_id
 from saereg.store.local import fetch_files, known_revision
 from saereg.store.revisions import revision_to_fetch
-from saereg.store.sae_config import ConfigError
+from saereg.store.sae_config import CONVERSION, ConfigError
 from saereg.store.tensors import CanonicalFileError
 
 if TYPE_CHECKING:
@@ -258,6 +258,8 @@ def _cache_hit(
         ours = (src.get("release"), src.get("sae_id"), src.get("revision"), cfg.layer)
         if ours != (release.name, entry.id, revision, layer):
             raise CanonicalFileError(f"{path} describes {ours}, not this layer")
+        if src.get("conversion", 1) != CONVERSION:
+            raise CanonicalFileError(f"{path} was converted by another saereg")
         gone = missing_sources(cfg)  # type: ignore[arg-type]
         if gone:
             raise CanonicalFileError(f"{path}: " + "; ".join(gone))

@@ -212,3 +212,27 @@ def test_export_refuses_a_jumprelu_whose_negative_thresholds_saelens_would_chang
     assert main(["export", str(canonical), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     assert "thresholds below zero" in capsys.readouterr().err
     assert not (tmp_path / "out" / "cfg.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("named", "model", "hf_module"),
+    [
+        ("gpt2-small", "gpt2-small", "transformer.h.2.mlp"),
+        ("google/gemma-2-2b", "gemma-2-2b", "model.layers.2.pre_feedforward_layernorm"),
+        ("my-own-model", "my-own-model", None),
+    ],
+)
+def test_a_folder_takes_the_model_its_config_names(
+    tmp_path: Path, named: str, model: str, hf_module: str | None
+) -> None:
+    """No release names a folder's model: the one SAELens' config names is used, spelled
+    as the models table spells it, and the Hugging Face hook follows from it; model=
+    still wins."""
+    cfg = _cfg("standard", 8, 16)
+    cfg["metadata"]["model_name"] = named
+    t = {"W_enc": rand(8, 16), "b_enc": rand(16), "W_dec": rand(16, 8), "b_dec": rand(8)}
+    folder = _write(tmp_path / "sae", cfg, t)
+    sae = saereg.load_sae(folder)
+    assert sae.cfg.model == model
+    assert (sae.cfg.hf_hook or {}).get("module") == hf_module
+    assert saereg.load_sae(folder, model="gpt2").cfg.model == "gpt2-small"

@@ -28,7 +28,7 @@ from saereg.store.canonical import read_config
 from saereg.store.digest import PLACEHOLDER, stored_digest, tensor_digest
 from saereg.store.in_place import blob_path, missing_sources, source_files
 from saereg.store.pins import pinned_path, verified_sha256
-from saereg.store.sae_config import SAEConfig
+from saereg.store.sae_config import CONVERSION, SAEConfig
 from saereg.store.tensors import CanonicalFileError
 
 
@@ -70,6 +70,11 @@ def identity_problem(cfg: SAEConfig, expect: Expected) -> str | None:
         return (
             f"holds {got[0]}/{got[1]} at revision {got[2] or 'unknown'}, not "
             f"{want[0]}/{want[1]} at revision {want[2] or 'unknown'}"
+        )
+    if src.get("conversion", 1) != CONVERSION:
+        return (
+            f"was converted by another saereg (conversion {src.get('conversion', 1)}, this one "
+            f"converts as {CONVERSION})"
         )
     files = src.get("files") or {}
     if expect.pins and isinstance(files, Mapping):

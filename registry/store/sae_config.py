@@ -18,6 +18,12 @@ from saereg.catalogue.records import plain_dict
 from saereg.catalogue.release_dirs import builtin_schema_dir
 
 CONFIG_VERSION = 1
+#: The revision of saereg's built-in conversions, recorded in every canonical file's
+#: `source.conversion`. Bump it when a conversion's math or layout changes, so entries
+#: cached by an older saereg are rebuilt from the publisher files (usually still in the
+#: Hugging Face cache) instead of serving the old result. 2: SAELens / Gemma Scope
+#: JumpReLU thresholds stored as max(θ, 0); SAELens transcoders and rescaled TopK.
+CONVERSION = 2
 METADATA_KEY = "saereg_config"
 #: The key of a multi-layer dictionary's layer files (saereg.store.layer_config).
 LAYER_METADATA_KEY = "saereg_layer"
