@@ -28,6 +28,7 @@ tracked, t = -1: there the publisher's code wins.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,12 @@ from ._tensors import as_float32, mapped, transposed
 
 CONFIG = "config.json"
 WEIGHTS = "ae.pt"
+#: dictionary_learning's crosscoder classes: multi-layer dictionaries, which the
+#: dictionary_learning_crosscoder format reads (plugins/crosscoders.py), never this one.
+CROSSCODER_CLASSES = ("CrossCoder", "BatchTopKCrossCoder")
+CROSSCODER_FORMAT = "dictionary_learning_crosscoder"
+#: The trainer's submodule names in the sweeps: the output of layer L (its residual stream).
+_SUBMODULE = re.compile(r"^resid_post_layer_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -104,9 +111,27 @@ def _trainer(raw: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     return trainer
 
 
+def crosscoder_hint(name: str, folder: str) -> str:
+    """What a dictionary_learning crosscoder saved as ae.pt is, and how to load it."""
+    where = f"{folder}/" if folder else ""
+    return (
+        f"trainer.dict_class {name!r} is a dictionary_learning crosscoder (a multi-layer "
+        "dictionary: one set of latents over several layers or models), not a single SAE, "
+        "so format 'dictionary_learning' cannot read it. saereg reads crosscoders with "
+        f"format {CROSSCODER_FORMAT!r}, from config.json beside model_final.pt (the "
+        "trainer's torch.save of the state dict) or model.safetensors (the hub mixin's "
+        f"save_pretrained): rename {where}{WEIGHTS} to {where}model_final.pt, then load the "
+        "folder with saereg.load_dictionary(PATH) (or saereg.load_sae(PATH), which returns "
+        "the CrossCoder)"
+    )
+
+
 def dict_class(raw: Mapping[str, Any], where: str) -> tuple[str, DictClass]:
     """The class named by config.json, or a clear error (never a guess)."""
     name = _trainer(raw, where).get("dict_class")
+    if name in CROSSCODER_CLASSES:
+        folder = where.rpartition("/")[0]
+        raise CanonicalFileError(f"{where}: {crosscoder_hint(str(name), folder)}")
     if name not in CLASSES:
         raise CanonicalFileError(
             f"{where}: trainer.dict_class {name!r} is not a dictionary_learning class saereg "
@@ -160,6 +185,23 @@ def _nested(group_sizes: Any, d_sae: int, where: str) -> list[int]:
     return widths
 
 
+def stated_hook(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The hook config.json names: ``submodule_name`` ``resid_post_layer_L`` (the sweeps'
+    name for layer L's output, as SAELens' dictionary_learning loader reads it:
+    blocks.L.hook_resid_post), when ``trainer.layer`` does not say another layer; else
+    nothing (other submodules are not guessed)."""
+    trainer = raw.get("trainer")
+    if not isinstance(trainer, Mapping):
+        return {}
+    match = _SUBMODULE.match(str(trainer.get("submodule_name") or ""))
+    if match is None:
+        return {}
+    layer = int(match.group(1))
+    if _int(trainer.get("layer")) not in (None, layer):
+        return {}
+    return {"hook_name": f"blocks.{layer}.hook_resid_post", "hook_layer": layer}
+
+
 def canonical_config(raw: Mapping[str, Any], folder: str) -> dict[str, Any] | None:
     """The canonical config from config.json alone (None if it lacks the widths)."""
     where = f"{folder}/{CONFIG}"
@@ -178,7 +220,7 @@ def canonical_config(raw: Mapping[str, Any], folder: str) -> dict[str, Any] | No
     ctx = _int((raw.get("buffer") or {}).get("ctx_len"))
     if ctx is not None:
         config["context_size"] = ctx
-    return config
+    return {**config, **stated_hook(raw)}
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -318,6 +360,7 @@ def convert_state(
     ctx = _int((raw.get("buffer") or {}).get("ctx_len"))
     if ctx is not None:
         config["context_size"] = ctx
+    config.update(stated_hook(raw))
 
     tensors: dict[str, Any] = {
         "W_enc": _canonical(state[cls.W_enc], cls.W_enc == "encoder.weight"),

@@ -63,6 +63,8 @@ from saereg.formats import (
     read_small_json,
 )
 
+from ._dl_classes import CLASSES as SAE_CLASSES
+from ._dl_classes import CROSSCODER_CLASSES, WEIGHTS
 from ._tensors import read_json, torch_load, uniform_dtype
 
 N_MODELS = 2  # the publisher's CrossCoder hard-codes a pair of models
@@ -181,7 +183,7 @@ DL_TRAINER_WEIGHTS = "model_final.pt"  # training.save_model(..., "model_final.p
 DL_HUB_WEIGHTS = "model.safetensors"  # PyTorchModelHubMixin.save_pretrained
 DL_CONFIG = "config.json"
 DL_TRAINER_CONFIG = "trainer_config.json"  # beside hub files, as science-of-finetuning pushes
-DL_CLASSES = ("CrossCoder", "BatchTopKCrossCoder")
+DL_CLASSES = CROSSCODER_CLASSES
 #: CodeNormalization's values (enum.auto(), from 1), as saved in code_normalization_id.
 CODE_NORMALIZATIONS = {1: "CROSSCODER", 2: "SAE", 3: "MIXED", 4: "NONE", 5: "DECOUPLED"}
 _DL_KEYS = {
@@ -210,10 +212,30 @@ def _trainer_config(cfg: Mapping[str, Any]) -> bool:
     return isinstance(trainer, Mapping) and trainer.get("dict_class") in DL_CLASSES
 
 
+def single_sae_hint(dict_class: object, where: str) -> str:
+    """What a dictionary_learning single SAE given to the crosscoder format is, and how
+    to load it ('' when `dict_class` is no single-SAE class)."""
+    if dict_class not in SAE_CLASSES:
+        return ""
+    return (
+        f"{where}: trainer.dict_class {dict_class!r} is a dictionary_learning single SAE, "
+        "not a crosscoder, so format 'dictionary_learning_crosscoder' cannot read it. "
+        f"Format 'dictionary_learning' reads it from config.json beside {WEIGHTS} (rename "
+        f"{DL_TRAINER_WEIGHTS} to {WEIGHTS}), and then saereg.load_sae(PATH) detects it "
+        "(or pass format='dictionary_learning'; CLI: --source-format dictionary_learning)"
+    )
+
+
 def _read_config(entry: SAEEntry, files: Mapping[str, Path]) -> tuple[str, dict[str, Any]]:
     name = _file(entry, DL_CONFIG)
     cfg = read_json(files[name], name)
     if not (_hub_config(cfg) or _trainer_config(cfg)):
+        trainer = cfg.get("trainer")
+        hint = single_sae_hint(
+            trainer.get("dict_class") if isinstance(trainer, Mapping) else None, name
+        )
+        if hint:
+            raise CanonicalFileError(hint)
         raise CanonicalFileError(
             f"{name} is neither dictionary_learning's trainer config (trainer.dict_class one "
             f"of {', '.join(DL_CLASSES)}) nor its hub config (activation_dim, dict_size, "
@@ -497,6 +519,7 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
         model.safetensors (hub mixin), claimed only when config.json says so."""
         found: dict[str, int | None] = {}
         read = []
+        singles: set[str] = set()
         for weights in (DL_TRAINER_WEIGHTS, DL_HUB_WEIGHTS):
             for folder in folders_holding(listing, weights, DL_CONFIG):
                 name = _file(SAEEntry(id="-", path=folder), DL_CONFIG)
@@ -504,19 +527,34 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
                 read.append(name)
                 if cfg is None:
                     continue
+                trainer = cfg.get("trainer")
+                named = trainer.get("dict_class") if isinstance(trainer, Mapping) else None
                 if weights == DL_HUB_WEIGHTS and _hub_config(cfg):
                     n = cfg.get("num_layers")
                 elif weights == DL_TRAINER_WEIGHTS and _trainer_config(cfg):
                     n = None  # the trainer's config does not record it
+                elif weights == DL_TRAINER_WEIGHTS and named in SAE_CLASSES:
+                    singles.add(named)  # a single SAE saved the trainer's way: say what it is
+                    n = None
                 else:
                     continue
                 found[folder] = n if isinstance(n, int) and n >= 1 else None
         if not found:
             return None
+        reason = "config.json of a dictionary_learning CrossCoder beside its weights"
+        confidence = 1.0
+        if singles:
+            note = (
+                f"config.json names {' / '.join(sorted(singles))}, a dictionary_learning "
+                f"single SAE saved as {DL_TRAINER_WEIGHTS}: format 'dictionary_learning' "
+                f"reads it once the weights are renamed {WEIGHTS}"
+            )
+            confidence = 0.3 if len(found) == len(singles) else 1.0
+            reason = note if confidence < 1 else f"{reason}; some folders: {note}"
         return Match(
             tuple(sorted(found)),
-            1.0,
-            "config.json of a dictionary_learning CrossCoder beside its weights",
+            confidence,
+            reason,
             tuple(read),
             {path: n for path, n in found.items() if n is not None},
         )

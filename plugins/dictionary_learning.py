@@ -12,14 +12,29 @@ context length (``ctx128``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.formats import Format, Release, SAEEntry, hookimpl
+from saereg.formats import (
+    Format,
+    Match,
+    ReadSmall,
+    Release,
+    SAEEntry,
+    hookimpl,
+    read_small_json,
+)
 
-from ._common import FolderFormat
-from ._dl_classes import CONFIG, WEIGHTS, canonical_config, convert_state
+from ._common import FolderFormat, in_folder
+from ._dl_classes import (
+    CONFIG,
+    CROSSCODER_CLASSES,
+    CROSSCODER_FORMAT,
+    WEIGHTS,
+    canonical_config,
+    convert_state,
+)
 from ._tensors import read_json
 
 _LAYER = re.compile(r"(?:^|/)resid_post_layer_(\d+)(?:_checkpoints)?/trainer_\d+(?:_step_\d+)?$")
@@ -48,6 +63,34 @@ class DictionaryLearningFormat(FolderFormat):
     def config_says(self, raw: dict[str, Any]) -> bool | None:
         """dictionary_learning's config.json holds the trainer's settings under "trainer"."""
         return isinstance(raw.get("trainer"), dict) and "dict_class" in raw["trainer"]
+
+    def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
+        """ae.pt beside config.json (see FolderFormat.detect); a folder whose config.json
+        names a crosscoder class is reported as what it is, with the way to load it: it
+        is claimed at 0.3 when every folder found is one (loading it explains), and the
+        reason says how many are among single SAEs otherwise."""
+        match = super().detect(listing, read_small)
+        if match is None:
+            return None
+        crosscoders = set()
+        for folder in match.paths:
+            raw = read_small_json(read_small, in_folder(folder, CONFIG)) or {}
+            trainer = raw.get("trainer")
+            name = trainer.get("dict_class") if isinstance(trainer, dict) else None
+            if name in CROSSCODER_CLASSES:
+                crosscoders.add((folder, name))
+        if not crosscoders:
+            return match
+        classes = " / ".join(sorted({name for _, name in crosscoders}))
+        note = (
+            f"config.json names {classes}, a dictionary_learning crosscoder saved as "
+            f"{WEIGHTS}: format {CROSSCODER_FORMAT!r} reads it once {WEIGHTS} is renamed "
+            "model_final.pt"
+        )
+        if len(crosscoders) == len(match.paths):
+            return Match(match.paths, 0.3, f"{CONFIG} + {WEIGHTS}, but {note}", match.read)
+        reason = f"{match.reason}; {len(crosscoders)} of the {len(match.paths)}: {note}"
+        return Match(match.paths, match.confidence, reason, match.read)
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
         match = _LAYER.search(entry.path)
@@ -103,9 +146,12 @@ class DictionaryLearningFormat(FolderFormat):
 
 
 def _catalogue_first(config: dict[str, Any], entry: SAEEntry) -> dict[str, Any]:
-    """config.json's context length only where the release states none."""
+    """config.json's context length and hook only where the release states none."""
     if entry.context_size is not None:
         config.pop("context_size", None)
+    if entry.hook_name is not None or entry.hook_layer is not None:
+        config.pop("hook_name", None)
+        config.pop("hook_layer", None)
     return config
 
 

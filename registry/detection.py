@@ -249,6 +249,40 @@ def _no_sae(listing: Listing, fmt: str | None) -> UnknownReferenceError:
     )
 
 
+def _claimed_by_others(listing: Listing, fmt: str, sae: str | None) -> None:
+    """Raise when the format the caller named finds no SAE where other formats do: the
+    error names what the files are (each claim's format, kind and reason) and how to load
+    them, instead of letting the named format fail on a file it expected."""
+    others = [c for c in outermost(candidates(listing)) if sae is None or c.path == sae.strip("/")]
+    if not others:
+        return
+    shown = []
+    for c in others[:4]:
+        other, match = c.claims[0]
+        sure = _dictionary(c) and match.confidence >= 0.5
+        what = f", a {other.kind} (multi-layer dictionary)" if sure else ""
+        shown.append(
+            f"{c.path or '.'}: format {other.name!r}{what}, confidence "
+            f"{match.confidence:.2f} ({match.reason})"
+        )
+    best = others[0].claims[0][0].name
+    if max(c.claims[0][1].confidence for c in others) < 0.5:  # unsure claims: their reasons
+        how = "what it is and how to load it is in the reason above"
+    elif any(_dictionary(c) for c in others):
+        how = (
+            f"load it as detected (no format=, or format={best!r}) with "
+            "saereg.load_dictionary(REF) or saereg.load_sae(REF), which return the dictionary"
+        )
+    else:
+        how = f"load it as detected: saereg.load_sae(REF) with no format= (or format={best!r})"
+    raise ArgumentError(
+        f"{listing.label}: format {fmt!r} finds no SAE there, but detection does: "
+        + "; ".join(shown)
+        + (f"; and {len(others) - 4} more" if len(others) > 4 else "")
+        + f". {how[0].upper()}{how[1:]}."
+    )
+
+
 def choose(
     listing: Listing, found: Sequence[Candidate], fmt: str | None, sae: str | None
 ) -> tuple[Format, Match | None, str]:
@@ -265,6 +299,8 @@ def choose(
     else:
         found = outermost(found)
     if not found:
+        if fmt is not None:
+            _claimed_by_others(listing, fmt, sae)
         if fmt is not None and (listing.is_file or listing.repo_id is None):
             # the caller names the format; the file (or the folder) is the SAE
             return get_registry().format(fmt), None, listing.target
@@ -401,6 +437,11 @@ class DetectedFormat(Format):
     def detect(self, listing: Sequence[str], read_small: Any) -> Match | None:
         return self.inner.detect(listing, read_small)
 
+    def model_named(
+        self, listing: Sequence[str], read_small: Any, path: str
+    ) -> tuple[str, str] | None:
+        return self.inner.model_named(listing, read_small, path)
+
     def _present(self, release: Release, path: str) -> bool:
         root = local.local_root(release)
         if root is not None:
@@ -472,6 +513,8 @@ class Found:
     claims: tuple[tuple[str, float, str], ...]  # (format, confidence, reason), best first
     kind: str | None = None  # a multi-layer dictionary's kind (clt, transcoder_set, ...)
     n_layers: int | None = None  # and its layer (or site) count
+    model: str | None = None  # the model its own config names, as written there
+    model_from: str | None = None  # and where: "FILE KEY"
 
 
 @dataclass(frozen=True)
@@ -487,8 +530,11 @@ class Report:
     saes: tuple[Found, ...]
 
 
-def detect_report(ref: str | os.PathLike[str], fmt: str | None = None) -> Report:
-    """Every SAE a local path or ``hf:`` reference holds, and the formats claiming each."""
+def detect_report(
+    ref: str | os.PathLike[str], fmt: str | None = None, sae: str | None = None
+) -> Report:
+    """Every SAE a local path or ``hf:`` reference holds, and the formats claiming each;
+    for the SAE `sae` names (or the only one), the model its config files name."""
     if fmt is not None:
         get_registry().format(fmt)
     if str(ref).strip().startswith(HF_PREFIX):
@@ -507,6 +553,10 @@ def detect_report(ref: str | os.PathLike[str], fmt: str | None = None) -> Report
         layered: dict[str, Any] = {}
         if isinstance(best, MultiLayerFormat):
             layered = {"kind": best.kind, "n_layers": match.n_layers.get(c.path)}
+        if (len(found) == 1 and sae is None) or sae == c.path:
+            named = best.model_named(listing.files, listing.read_small, c.path)
+            if named is not None:
+                layered.update(model=named[0], model_from=named[1])
         if listing.repo_id is not None:
             at = f"hf:{listing.repo_id}@{listing.commit}"
             ref_ = f"{at}/{c.path}" if c.path else at

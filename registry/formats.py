@@ -83,6 +83,7 @@ __all__ = [
     "parse_width",
     "read_header_from",
     "read_small_json",
+    "stated_model",
     "temporal_attention_shapes",
 ]
 
@@ -143,6 +144,69 @@ def read_small_json(read_small: ReadSmall, path: str) -> dict[str, Any] | None:
     except (CanonicalFileError, ValueError, UnicodeDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+#: Where publishers' own configs name the model the SAE was trained on: (file name in the
+#: SAE's folder or a folder above it, key path), nearest folder first, then in this order.
+#: ``*_cfg.json`` stands for the config beside a file SAE (``NAME_cfg.json`` for ``NAME.pt``).
+MODEL_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cfg.json", ("model_name",)),  # SAELens before 6.0 (runner config)
+    ("cfg.json", ("metadata", "model_name")),  # SAELens 6.x
+    ("*_cfg.json", ("model_name",)),  # Kissane & Krzyzanowski hook_z SAEs
+    ("config.json", ("trainer", "lm_name")),  # dictionary_learning (SAEs and crosscoders)
+    ("trainer_config.json", ("trainer", "lm_name")),  # crosscoders pushed to the hub
+    ("config.json", ("model_name",)),  # Gemma Scope 2
+    ("config.json", ("model",)),  # sparsify's run config (RunConfig.model), above hookpoints
+    ("config.yaml", ("model_name",)),  # circuit-tracer dictionaries and transcoders
+    ("conf.yaml", ("llm", "name")),  # temporal SAEs
+    ("lm_config.json", ("model_name",)),  # Llama Scope (lm_saes' LanguageModelConfig)
+)
+
+
+def _small_mapping(read_small: ReadSmall, path: str) -> dict[str, Any] | None:
+    if not path.endswith(".yaml"):
+        return read_small_json(read_small, path)
+    import yaml  # deferred: yaml
+
+    try:
+        value = yaml.safe_load(read_small(path))
+    except (CanonicalFileError, yaml.YAMLError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def stated_model(
+    listing: Sequence[str], read_small: ReadSmall, path: str
+) -> tuple[str, str] | None:
+    """The model an SAE's own config files name, as (name, "FILE KEY.PATH"), or None.
+
+    `path` is the SAE's path in `listing` (a folder, a file, or ``""`` for the root). The
+    configs of `MODEL_KEYS` are read in the SAE's folder, then in each folder above it up
+    to the listing's root (sparsify writes its run config above the hookpoint folders);
+    the first string found wins. Nothing is guessed from file or repository names."""
+    files = set(listing)
+    folder, stem = path, ""
+    if path in files:  # a file SAE: its folder, and its own NAME_cfg.json
+        folder, _, leaf = path.rpartition("/")
+        stem = leaf.rsplit(".", 1)[0]
+    while True:
+        prefix = f"{folder}/" if folder else ""
+        for name, keys in MODEL_KEYS:
+            if name.startswith("*"):
+                if not stem:
+                    continue
+                name = stem + name[1:]
+            config = prefix + name
+            if config not in files:
+                continue
+            value: Any = _small_mapping(read_small, config)
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, str) and value.strip():
+                return value.strip(), f"{config} {'.'.join(keys)}"
+        if not folder:
+            return None
+        folder, stem = folder.rpartition("/")[0], ""
 
 
 class Format:
@@ -214,6 +278,15 @@ class Format:
     def discover(self, repo_id: str, listing: Sequence[str]) -> list[dict[str, Any]]:
         """Scaffold release entries (id, path, derived fields) from a repository listing."""
         return []
+
+    def model_named(
+        self, listing: Sequence[str], read_small: ReadSmall, path: str
+    ) -> tuple[str, str] | None:
+        """The model the SAE at `path` (as `detect` reported it) names in its own config
+        files: (name as written, "FILE KEY"), or None. `saereg detect` and `saereg new`
+        put it in the release files they write. The default reads the configs that
+        `MODEL_KEYS` lists; override it where a format's config keeps the name elsewhere."""
+        return stated_model(listing, read_small, path)
 
     def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
         """Whether `listing` (file paths relative to a folder or repository, ``/``-separated)

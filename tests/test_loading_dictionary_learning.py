@@ -102,9 +102,9 @@ def _topk_state() -> dict:
 
 def test_unknown_class_is_a_clear_error(hubenv) -> None:
     cfg = json.loads(CASES["AutoEncoderTopK"].files[f"{dl.PATH}/config.json"])
-    cfg["trainer"]["dict_class"] = "CrossCoder"
+    cfg["trainer"]["dict_class"] = "LinearProbe"  # (a crosscoder class: test_detect_snippet)
     msg = _bad(hubenv, "unknown-class", config=cfg)
-    assert f"{dl.PATH}/config.json" in msg and "'CrossCoder'" in msg
+    assert f"{dl.PATH}/config.json" in msg and "'LinearProbe'" in msg
     assert "AutoEncoderTopK" in msg and "MatryoshkaBatchTopKSAE" in msg  # what is supported
 
 

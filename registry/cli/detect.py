@@ -12,11 +12,23 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from saereg.catalogue.release_files import dump_release
 from saereg.cli.output import EXIT_OK, Subparsers, print_json
-from saereg.detection import Found, Report, detect_report
-from saereg.loading import load_config
+from saereg.detection import Found, Report, detect_report, resolve_source
+from saereg.loading import fetch_dictionary, load_config
+from saereg.publish.scaffold import (
+    TODO,
+    dictionary_fields,
+    entry_fields,
+    release_document,
+    release_model,
+    release_name,
+    render_release,
+)
+from saereg.store.fetch import remote_safetensors_header
+from saereg.store.layer_config import read_layer_config
+from saereg.store.local import local_root
 from saereg.store.sae_config import SAEConfig
+from saereg.store.tensors import read_header
 
 
 def add_source_options(p: argparse.ArgumentParser, format_flag: str = "--source-format") -> None:
@@ -67,72 +79,110 @@ def source_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
-def _normalize_field(cfg: SAEConfig) -> tuple[str, float | None]:
-    kind = cfg.normalization["kind"]
-    if kind == "scale":
-        return "expected_average_only_in", float(cfg.normalization["factor"])
-    return kind, None
+def _skip_connection(found: Found, overrides: dict[str, Any]) -> bool | None:
+    """Whether a transcoder's weights hold a skip connection (a tensor whose name says
+    ``skip``: W_skip, Gemma Scope 2's affine_skip_connection), read from the safetensors
+    headers alone; None when the weights cannot tell without loading them (pickles)."""
+    release, entry, fmt, revision = resolve_source(found.ref, overrides)
+    names: list[str] = []
+    for file in fmt.files(release, entry):
+        if not file.weights:
+            continue
+        if not file.path.endswith(".safetensors"):
+            return None
+        root = local_root(release)
+        if root is not None:
+            header = read_header(root / file.path)[0]
+        elif release.repo_id is not None:
+            header = remote_safetensors_header(release.repo_id, file.path, revision)[0]
+        else:
+            return None
+        names.extend(header)
+    return any("skip" in name.lower() for name in names) if names else None
 
 
-def snippet(report: Report, found: Found, cfg: SAEConfig | None, fmt: str) -> dict[str, Any]:
-    """A release file around one SAE: what the files said, TODO where a person must look."""
+def _dictionary_fields(found: Found, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A local multi-layer dictionary's entry fields: the format's own (kind,
+    normalization) and what its first layer's canonical config states (hooks,
+    architecture, widths, k), converting that one layer (a crosscoder: its one file)."""
+    release, entry, fmt, _ = resolve_source(found.ref, overrides)
+    try:
+        derived = fmt.describe(release, entry)
+    except ValueError:
+        derived = {}
+    layers = None if found.kind == "crosscoder" else 0  # a crosscoder is stored whole
+    paths = fetch_dictionary(found.ref, layers, quiet=True, **overrides)
+    return {**derived, **dictionary_fields(read_layer_config(paths[0]))}
+
+
+def snippet(
+    report: Report, found: Found, fields: dict[str, Any], fmt: str, model: str | None = None
+) -> str:
+    """A release file around one SAE (YAML): the entry `fields` its files state, the
+    model its config names (`model` overrides it; canonical, or as written with a
+    comment where the models table lacks it), TODO where a person must look. Written by
+    the code `saereg new` uses."""
     path = found.path or (report.root or "TODO").rstrip("/").rsplit("/", 1)[-1]
     entry: dict[str, Any] = {"id": path, "path": path}
     if found.kind is not None:  # a multi-layer dictionary: the folder (or repository) itself
         entry = {"id": found.kind, "path": found.path or ".", "kind": found.kind}
         if found.n_layers:
             entry["n_layers"] = found.n_layers
-    if cfg is not None:
-        norm, factor = _normalize_field(cfg)
-        entry.update(
-            hook_name=cfg.hook_name,
-            hook_layer=cfg.hook_layer,
-            d_sae=cfg.d_sae,
-            context_size=cfg.context_size,
-            normalize_activations=norm,
-        )
-        if factor is not None:
-            entry["norm_scaling_factor"] = factor
-        if cfg.hook_name_out:
-            entry["hook_name_out"] = cfg.hook_name_out
-        if cfg.k is not None:
-            entry["k"] = cfg.k
+    entry.update(fields)
     repo = report.repo_id
-    name = (repo or report.root or "TODO").rstrip("/").rsplit("/", 1)[-1].lower()
-    return {
-        "schema": 1,
-        "name": name,
-        "format": fmt,
-        "publisher": repo.split("/", 1)[0] if repo else "TODO",
-        "model": (cfg.model if cfg is not None else None) or "TODO",
-        "repo_id": repo or "TODO (upload the folder to the hub first)",
-        "revision": report.commit,
-        "license": None,
-        "saes": [entry],
-    }
+    name = (repo or report.root or "TODO").rstrip("/").rsplit("/", 1)[-1]
+    doc, comment = release_document(
+        name=release_name(name) or TODO,
+        fmt=fmt,
+        publisher=repo.split("/", 1)[0] if repo else TODO,
+        stated_model=model or found.model,
+        repo_id=repo or f"{TODO} (upload the folder to the hub first)",
+        revision=report.commit,
+        entries=[entry],
+    )
+    return render_release(doc, comment)
+
+
+def _model_json(found: Found) -> dict[str, Any] | None:
+    if found.model is None:
+        return None
+    model, comment = release_model(found.model)
+    return {"name": model, "stated": found.model, "from": found.model_from, "known": not comment}
+
+
+def _read_one(
+    report: Report, found: Found, overrides: dict[str, Any]
+) -> tuple[SAEConfig | None, dict[str, Any], str | None]:
+    """(config, entry fields, problem) of the one SAE detect describes. A problem is
+    reported, not raised: the snippet still helps."""
+    extra = {k: v for k, v in overrides.items() if k != "sae"}
+    if found.sae is not None:
+        extra["sae"] = found.sae
+    if len(found.claims) > 1 and found.claims[0][1] == found.claims[1][1]:
+        extra.setdefault("format", found.claims[0][0])
+    try:
+        if found.kind is not None:
+            if report.repo_id is not None:  # converting a layer would download its weights
+                return None, {}, None
+            return None, _dictionary_fields(found, extra), None
+        cfg = load_config(found.ref, quiet=True, **extra)
+        return (
+            cfg,
+            entry_fields(cfg, _skip_connection(found, extra) if cfg.transcoder else None),
+            None,
+        )
+    except Exception as exc:
+        return None, {}, " ".join(str(exc).split())
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     overrides = source_overrides(args)
-    report = detect_report(args.ref, overrides.get("format"))
+    report = detect_report(args.ref, overrides.get("format"), overrides.get("sae"))
     single = len(report.saes) == 1 or overrides.get("sae") is not None
-    configs: dict[str, SAEConfig | None] = {}
-    problems: dict[str, str] = {}
     chosen = [f for f in report.saes if overrides.get("sae") in (None, f.path)]
-    if single and chosen and chosen[0].kind is not None:
-        configs[chosen[0].path] = None  # a dictionary: its layers convert when loaded
-    elif single and chosen:
-        found = chosen[0]
-        extra = {k: v for k, v in overrides.items() if k != "sae"}
-        if found.sae is not None:
-            extra["sae"] = found.sae
-        if len(found.claims) > 1 and found.claims[0][1] == found.claims[1][1]:
-            extra.setdefault("format", found.claims[0][0])
-        try:
-            configs[found.path] = load_config(found.ref, quiet=True, **extra)
-        except Exception as exc:  # the snippet still helps; say what stopped the config
-            configs[found.path] = None
-            problems[found.path] = " ".join(str(exc).split())
+    described: dict[str, tuple[SAEConfig | None, dict[str, Any], str | None]] = {}
+    if single and chosen:
+        described[chosen[0].path] = _read_one(report, chosen[0], overrides)
     if args.json:
         print_json(
             {
@@ -142,23 +192,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 "root": report.root,
                 "files": report.n_files,
                 "read": list(report.read),
-                "saes": [
-                    {
-                        "path": f.path,
-                        "ref": f.ref,
-                        "sae": f.sae,
-                        "kind": f.kind,
-                        "n_layers": f.n_layers,
-                        "formats": [
-                            {"format": n, "confidence": c, "reason": r} for n, c, r in f.claims
-                        ],
-                        "config": configs[f.path].to_dict()
-                        if configs.get(f.path) is not None
-                        else None,
-                        "problem": problems.get(f.path),
-                    }
-                    for f in report.saes
-                ],
+                "saes": [_found_json(f, described.get(f.path)) for f in report.saes],
             }
         )
         return EXIT_OK
@@ -174,33 +208,58 @@ def cmd_detect(args: argparse.Namespace) -> int:
             f"      load it: saereg.load_sae({found.ref!r}"
             + (f", sae={found.sae!r})" if found.sae else ")")
         )
-    if not configs:
+    if not described:
         print("  (several SAEs: name one, or pass --sae PATH, for its config and a snippet)")
         return EXIT_OK
-    path, cfg = next(iter(configs.items()))
+    path, (cfg, fields, problem) = next(iter(described.items()))
     found = next(f for f in report.saes if f.path == path)
-    if found.kind is not None:
+    if found.kind is not None and problem is None:
         print(
-            f"  a {found.kind} of {found.n_layers or 'several'} "
+            f"  a {found.kind} of {found.n_layers or fields.get('n_layers') or 'several'} "
             f"{'sites' if found.kind == 'crosscoder' else 'layers'}: load_sae returns the "
             "whole dictionary"
             + ("" if found.kind == "crosscoder" else " (layers=[...] loads a subset)")
         )
-    elif cfg is None:
-        print(f"  its config could not be read: {problems[path]}")
-    else:
+        if report.repo_id is not None:
+            print(
+                "  (its hooks and widths are read from its layers' weights, which detect does "
+                "not download: fill them in, or run detect on a local copy of the repository)"
+            )
+    if problem is not None:
+        print(f"  its config could not be read: {problem}")
+    elif cfg is not None:
         print(
             f"  config: {cfg.architecture}{' transcoder' if cfg.transcoder else ''}, "
             f"d_in {cfg.d_in}, d_sae {cfg.d_sae}"
             + (f", k {cfg.k}" if cfg.k else "")
             + f", hook {cfg.hook_name or 'unknown (pass --hook-name)'}"
         )
+    if found.model is not None:
+        print(f"  model: {found.model} (from {found.model_from})")
     fmt = overrides.get("format") or found.claims[0][0]
     print(
         "\nrelease-file snippet (releases/NAME.yaml; fill in the TODOs, then `saereg validate`):\n"
     )
-    print(dump_release(snippet(report, found, cfg, fmt)), end="")
+    print(snippet(report, found, fields, fmt, overrides.get("model")), end="")
     return EXIT_OK
+
+
+def _found_json(
+    f: Found, described: tuple[SAEConfig | None, dict[str, Any], str | None] | None
+) -> dict[str, Any]:
+    cfg, fields, problem = described or (None, {}, None)
+    return {
+        "path": f.path,
+        "ref": f.ref,
+        "sae": f.sae,
+        "kind": f.kind,
+        "n_layers": f.n_layers,
+        "model": _model_json(f),
+        "formats": [{"format": n, "confidence": c, "reason": r} for n, c, r in f.claims],
+        "config": cfg.to_dict() if cfg is not None else None,
+        "entry": fields or None,
+        "problem": problem,
+    }
 
 
 def _add_detect(sub: Subparsers, summary: str) -> None:

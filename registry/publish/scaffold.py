@@ -3,23 +3,34 @@ their repositories (what upstream's daily sync job does).
 
 Both read the repository listing through huggingface_hub (so `HF_ENDPOINT` and tokens
 apply) and let the format plugin's `discover` and `describe` do the format-specific work.
+
+The release-file writing itself (`release_document`, `entry_fields`, `render_release`) is
+shared with `saereg detect`, which writes the same file around one SAE it found: the model
+a config names goes through the models table, and what a canonical config states becomes
+entry fields, the same way in both.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import SaeregError
-from saereg.catalogue.records import REQUIRED_SAE_FIELDS, Release, SAEEntry
-from saereg.catalogue.release_files import dump_release, factor_defaults
+from saereg.catalogue.models import get_model
+from saereg.catalogue.records import REQUIRED_SAE_FIELDS, Release, SAEEntry, layer_of_hook
+from saereg.catalogue.release_files import SAE_KEY_ORDER, dump_release, factor_defaults
 from saereg.formats import SMALL_FILE_LIMIT, CanonicalFileError, Format, get_registry
 from saereg.store.fetch import FetchError, check_reachable, hf_endpoint, offline
 from saereg.store.hub_listing import hub_read_small
+from saereg.store.layer_config import LayerConfig
+from saereg.store.sae_config import SAEConfig
 
 TODO = "TODO"
+#: Where a model the table lacks must be added before `saereg validate` accepts the file.
+MODELS_TABLE = "releases/models/models.yaml"
 
 
 class OfflineError(SaeregError):
@@ -67,8 +78,26 @@ def repo_listing(repo_id: str, revision: str | None) -> tuple[str, list[str]]:
     return info.sha, sorted(files)
 
 
+def release_name(text: str) -> str:
+    """`text` as a release name: lower case, runs of other characters than letters,
+    digits, ``.``, ``_`` and ``-`` made one ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.").lower()[:100]
+
+
 def default_release_name(repo_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", repo_id.split("/", 1)[1]).strip("-").lower()
+    return release_name(repo_id.split("/", 1)[1])
+
+
+def hub_reader(repo_id: str, commit: str) -> Callable[[str], bytes]:
+    """`read_small` for a repository at a commit (what detection and `model_named` read)."""
+
+    def read_small(path: str) -> bytes:
+        try:
+            return hub_read_small(repo_id, commit, path, SMALL_FILE_LIMIT)
+        except FetchError as exc:
+            raise CanonicalFileError(str(exc)) from None
+
+    return read_small
 
 
 def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[Format, list[str]]:
@@ -77,13 +106,7 @@ def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[F
     equally sure (of the same SAEs, or of different ones in a repository that mixes
     formats) is an error naming both: a release file has one format."""
 
-    def read_small(path: str) -> bytes:
-        try:
-            return hub_read_small(repo_id, commit, path, SMALL_FILE_LIMIT)
-        except FetchError as exc:
-            raise CanonicalFileError(str(exc)) from None
-
-    found = get_registry().detect(listing, read_small)
+    found = get_registry().detect(listing, hub_reader(repo_id, commit))
     if not found:
         raise SaeregError(
             f"no installed format recognises the files of {repo_id} at {commit[:12]} "
@@ -135,30 +158,29 @@ def scaffold(
             derived = {}
         for key, value in derived.items():
             entry.setdefault(key, value)
-        for key in REQUIRED_SAE_FIELDS:
-            entry.setdefault(key, None)
         entries.append(entry)
-    defaults, saes = factor_defaults(entries)
-    doc: dict[str, Any] = {
-        "schema": 1,
-        "name": name,
-        "format": fmt.name,
-        "publisher": repo_id.split("/", 1)[0],
-        "model": TODO,
-        "repo_id": repo_id,
-        "revision": commit,
-        "license": None,
-        "links": {"model": f"https://huggingface.co/{TODO}"},
-    }
-    if defaults:
-        doc["defaults"] = defaults
-    doc["saes"] = saes
+    # the model as the first SAE's own config names it (one small file read)
+    stated = fmt.model_named(listing, hub_reader(repo_id, commit), found[0]["path"])
+    doc, model_comment = release_document(
+        name=name,
+        fmt=fmt.name,
+        publisher=repo_id.split("/", 1)[0],
+        stated_model=stated[0] if stated else None,
+        repo_id=repo_id,
+        revision=commit,
+        entries=entries,
+        links={"model": model_link(stated[0] if stated else None)},
+    )
+    saes = doc["saes"]
     unknown = sorted({k for e in entries for k in REQUIRED_SAE_FIELDS if e.get(k) is None})
     header = [
         f"# Scaffolded by `saereg new --repo {repo_id} --format {fmt.name}` at commit {commit}"
         + (" (format detected)." if detected else "."),
         "# Before opening a pull request (see CONTRIBUTING.md):",
-        "#  - set `model` to the model the SAEs were trained on, and `links.model` to its page;",
+        f"#  - check `model` ({stated[1]} names it) and `links.model`;"
+        if stated
+        else "#  - set `model` to the model the SAEs were trained on, and `links.model` to "
+        "its page;",
         "#  - check `publisher`; set `license` if the repository states one;",
     ]
     if unknown:
@@ -170,7 +192,168 @@ def scaffold(
         "#  - add `neuronpedia`, `l0` and `variance_explained` per SAE where they exist;",
         "#  - run `saereg validate` and `saereg docs`.",
     ]
-    return name, "\n".join(header) + "\n" + dump_release(doc), len(saes)
+    return name, "\n".join(header) + "\n" + render_release(doc, model_comment), len(saes)
+
+
+# --------------------------------------------------------------------------- release files
+
+
+def release_model(stated: str | None) -> tuple[str, str | None]:
+    """The `model:` value for a model a config names, and a YAML comment to put beside it
+    (or None): the canonical name when the models table knows any alias of it
+    (``google/gemma-2-2b`` → ``gemma-2-2b``), else the name as written, with a comment
+    that validation needs it in the table; ``TODO`` when nothing names it."""
+    if not stated:
+        return TODO, None
+    info = get_model(stated)
+    if info is not None:
+        return info.name, None
+    return stated, (
+        f"not in the models table: add it to {MODELS_TABLE} (CONTRIBUTING.md, "
+        "'How to add a model'), or `saereg validate` reports it as unknown"
+    )
+
+
+def model_link(stated: str | None) -> str:
+    """The model's hub page: from the models table, or the name itself when it is a hub
+    id (ORG/NAME); a TODO link otherwise."""
+    info = get_model(stated)
+    hub = info.hub_id if info is not None else None
+    if hub is None and stated and re.fullmatch(r"[\w.-]+/[\w.-]+", stated):
+        hub = stated
+    return f"https://huggingface.co/{hub or TODO}"
+
+
+#: (canonical architecture, skip connection) → a transcoder's release `architecture`
+#: (SAELens' vocabulary); TopK transcoders have no name there (they state `kind`).
+_TRANSCODERS = {
+    ("relu", False): "transcoder",
+    ("relu", True): "skip_transcoder",
+    ("jumprelu", False): "jumprelu_transcoder",
+    ("jumprelu", True): "jumprelu_skip_transcoder",
+}
+
+
+def entry_fields(cfg: SAEConfig, skip: bool | None = None) -> dict[str, Any]:
+    """The release-entry fields a canonical config states: hooks, architecture, widths,
+    k, context size, input normalization (with its factor), nested widths, dataset.
+
+    A transcoder's architecture names its skip connection, so it is written only when
+    `skip` says whether the weights hold one, and only where the release vocabulary has
+    a name for it; otherwise the entry states ``kind: transcoder``."""
+    out: dict[str, Any] = {"hook_name": cfg.hook_name, "hook_layer": cfg.hook_layer}
+    if cfg.transcoder:
+        out["hook_name_out"] = cfg.hook_name_out
+    if cfg.hf_hook_name:
+        out["hf_hook_name"] = cfg.hf_hook_name
+    architecture: str | None = cfg.architecture
+    if cfg.transcoder:
+        architecture = None if skip is None else _TRANSCODERS.get((cfg.architecture, skip))
+        if architecture is None:
+            out["kind"] = "transcoder"
+    out["architecture"] = architecture
+    out.update(d_in=cfg.d_in, d_sae=cfg.d_sae)
+    if cfg.transcoder:
+        out["d_out"] = cfg.d_out
+    if cfg.k is not None:
+        out["k"] = cfg.k
+    out["context_size"] = cfg.context_size
+    kind = cfg.normalization["kind"]
+    if kind == "scale":
+        out["normalize_activations"] = "expected_average_only_in"
+        out["norm_scaling_factor"] = float(cfg.normalization["factor"])
+    else:
+        out["normalize_activations"] = kind
+    if cfg.nested_widths:
+        out["nested_widths"] = list(cfg.nested_widths)
+    if cfg.dataset:
+        out["dataset"] = cfg.dataset
+    return {k: v for k, v in out.items() if v is not None or k in REQUIRED_SAE_FIELDS}
+
+
+def dictionary_fields(cfg: LayerConfig) -> dict[str, Any]:
+    """The entry fields of a multi-layer dictionary that one of its canonical layer
+    configs states: layer 0's sites (``hook_name`` is layer 0's input site, as release
+    files give it), the layer count, architecture, widths and k."""
+    hook = cfg.hook_names[0] if cfg.hook_names else None
+    out: dict[str, Any] = {
+        "n_layers": cfg.n_layers,
+        "hook_name": hook,
+        "hook_layer": layer_of_hook(hook),
+        "architecture": cfg.architecture,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "k": cfg.k,
+    }
+    if cfg.kind != "crosscoder":  # a transcoder's output site and width
+        out["hook_name_out"] = cfg.hook_names_out[0] if cfg.hook_names_out else None
+        out["d_out"] = cfg.d_out
+    return {k: v for k, v in out.items() if v is not None or k in REQUIRED_SAE_FIELDS}
+
+
+#: Entry keys in the order release files write them (a dictionary's kind after its path).
+_ENTRY_ORDER = ("id", "path", "kind", "n_layers", *SAE_KEY_ORDER[2:])
+
+
+def release_document(
+    *,
+    name: str,
+    fmt: str,
+    publisher: str,
+    stated_model: str | None,
+    repo_id: str,
+    revision: str | None,
+    entries: list[dict[str, Any]],
+    links: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """A release file around `entries` (every required field stated, if only as null;
+    values all of several entries share moved into `defaults`) and the comment for its
+    `model:` line (see `release_model`)."""
+    filled = []
+    for item in entries:
+        entry = dict(item)
+        for key in REQUIRED_SAE_FIELDS:
+            entry.setdefault(key, None)
+        filled.append(entry)
+    defaults: dict[str, Any] = {}
+    saes = filled
+    if len(filled) > 1:  # (one SAE keeps its values on it)
+        defaults, saes = factor_defaults(filled)
+        for entry, out in zip(filled, saes, strict=True):
+            for key in ("kind", "n_layers"):  # not in the order factor_defaults writes
+                if entry.get(key) is not None and key not in defaults:
+                    out[key] = entry[key]
+    saes = [{k: e[k] for k in _ENTRY_ORDER if k in e} for e in saes]
+    model, comment = release_model(stated_model)
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "name": name,
+        "format": fmt,
+        "publisher": publisher,
+        "model": model,
+        "repo_id": repo_id,
+        "revision": revision,
+        "license": None,
+    }
+    if links:
+        doc["links"] = links
+    if defaults:
+        doc["defaults"] = defaults
+    doc["saes"] = saes
+    return doc, comment
+
+
+def render_release(doc: dict[str, Any], model_comment: str | None = None) -> str:
+    """The YAML text of a release document, with `model_comment` on its `model:` line."""
+    text = dump_release(doc)
+    if model_comment is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("model:"):
+            lines[i] = f"{line.rstrip()}  # {model_comment}\n"
+            break
+    return "".join(lines)
 
 
 @dataclass
