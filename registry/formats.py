@@ -65,6 +65,7 @@ from saereg.store.tensors import (
 __all__ = [
     "CODE_OF",
     "FLOAT_DTYPES",
+    "MODEL_KEYS",
     "SMALL_FILE_LIMIT",
     "CanonicalFileError",
     "Format",

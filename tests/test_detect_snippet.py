@@ -305,3 +305,19 @@ def test_a_hub_repository_snippet_and_saereg_new_fill_the_model(
     assert new["model"] == "gpt2-small"
     assert new["links"]["model"] == "https://huggingface.co/openai-community/gpt2"
     assert "check `model` (blocks.0.hook_resid_pre/cfg.json model_name names it)" in written
+
+
+def test_a_hub_transcoders_skip_connection_is_read_from_its_header(
+    env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = dict(mwhanna.CASES[1].files)  # JumpReLU with W_skip
+    files["config.yaml"] = b"model_name: test-org/Tiny-LM\n"
+    env.hub.add_commit("someone/transcoders", files)
+    _, text = _detect(capsys, "hf:someone/transcoders/layer_3.safetensors")
+    (entry,) = yaml.safe_load(text)["saes"]
+    assert entry["architecture"] == "jumprelu_skip_transcoder"
+    assert (entry["d_in"], entry["d_out"], entry["hook_name_out"]) == (
+        8,
+        8,
+        "blocks.3.hook_mlp_out",
+    )

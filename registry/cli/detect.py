@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from saereg.base.errors import SaeregError
 from saereg.cli.output import EXIT_OK, Subparsers, print_json
 from saereg.detection import Found, Report, detect_report, resolve_source
 from saereg.loading import fetch_dictionary, load_config
@@ -24,7 +26,7 @@ from saereg.publish.scaffold import (
     release_name,
     render_release,
 )
-from saereg.store.fetch import remote_safetensors_header
+from saereg.store.fetch import hf_cache_dir, remote_safetensors_header
 from saereg.store.layer_config import read_layer_config
 from saereg.store.local import local_root
 from saereg.store.sae_config import SAEConfig
@@ -81,23 +83,34 @@ def source_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _skip_connection(found: Found, overrides: dict[str, Any]) -> bool | None:
     """Whether a transcoder's weights hold a skip connection (a tensor whose name says
-    ``skip``: W_skip, Gemma Scope 2's affine_skip_connection), read from the safetensors
-    headers alone; None when the weights cannot tell without loading them (pickles)."""
+    ``skip``: W_skip, Gemma Scope 2's affine_skip_connection), from the safetensors
+    headers alone (local files, the HF cache, else two range requests); None when they
+    cannot tell (pickled weights, no header to be had offline)."""
+    from huggingface_hub import try_to_load_from_cache  # deferred: huggingface_hub
+
     release, entry, fmt, revision = resolve_source(found.ref, overrides)
+    root = local_root(release)
     names: list[str] = []
-    for file in fmt.files(release, entry):
-        if not file.weights:
-            continue
-        if not file.path.endswith(".safetensors"):
-            return None
-        root = local_root(release)
-        if root is not None:
-            header = read_header(root / file.path)[0]
-        elif release.repo_id is not None:
-            header = remote_safetensors_header(release.repo_id, file.path, revision)[0]
-        else:
-            return None
-        names.extend(header)
+    try:
+        for file in fmt.files(release, entry):
+            if not file.weights:
+                continue
+            if not file.path.endswith(".safetensors"):
+                return None
+            if root is not None:
+                names.extend(read_header(root / file.path)[0])
+                continue
+            if release.repo_id is None:
+                return None
+            cached = try_to_load_from_cache(
+                release.repo_id, file.path, cache_dir=hf_cache_dir(), revision=revision
+            )
+            if isinstance(cached, str):
+                names.extend(read_header(Path(cached))[0])
+            else:
+                names.extend(remote_safetensors_header(release.repo_id, file.path, revision)[0])
+    except (SaeregError, OSError):
+        return None
     return any("skip" in name.lower() for name in names) if names else None
 
 
