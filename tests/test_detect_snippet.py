@@ -24,7 +24,7 @@ from .layouts import _circuit_tracer as ct
 from .layouts import dictionary_learning as dl
 from .layouts import mwhanna_transcoder as mwhanna
 from .layouts import sparsify
-from .publishers import saelens_folder
+from .publishers import rand, saelens_folder, st_save
 
 #: Two tiny models (8 and 12 wide, the fixtures' widths), named by alias and hub id in
 #: the fixtures' configs, so the snippet's canonical name is checked.
@@ -182,7 +182,55 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
     for root in (relu_tc, skip_tc):  # the model of the tiny fixture, by its hub id
         (root / "config.yaml").write_text("model_name: test-org/Tiny-LM\n")
     clt = _files(tmp_path / "clt", ct.clt_files())
+    saelens_tc = _files(
+        tmp_path / "saelens-tc",
+        {
+            "cfg.json": json.dumps(
+                {  # as SAELens 6's save_model writes a JumpReLU skip transcoder
+                    "architecture": "jumprelu_skip_transcoder",
+                    "d_in": 8,
+                    "d_sae": 24,
+                    "d_out": 8,
+                    "dtype": "float32",
+                    "device": "cpu",
+                    "apply_b_dec_to_input": False,
+                    "normalize_activations": "none",
+                    "reshape_activations": "none",
+                    "metadata": {
+                        "sae_lens_version": "6.54.12",
+                        "model_name": "test-model",
+                        "hook_name": "blocks.2.ln2.hook_normalized",
+                        "hook_name_out": "blocks.2.hook_mlp_out",
+                        "context_size": 1024,
+                    },
+                }
+            ).encode(),
+            "sae_weights.safetensors": st_save(
+                {
+                    "W_enc": rand(8, 24),
+                    "b_enc": rand(24),
+                    "W_dec": rand(24, 8),
+                    "b_dec": rand(8),
+                    "threshold": rand(24).abs(),
+                    "W_skip": rand(8, 8),
+                }
+            ),
+        },
+    )
     return {
+        "saelens-transcoder": (
+            [str(saelens_tc)],
+            {
+                "hook_name": "blocks.2.ln2.hook_normalized",
+                "hook_layer": 2,
+                "hook_name_out": "blocks.2.hook_mlp_out",
+                "architecture": "jumprelu_skip_transcoder",
+                "d_in": 8,
+                "d_out": 8,
+                "d_sae": 24,
+                "context_size": 1024,
+            },
+        ),
         "saelens-topk": (
             [str(topk)],
             {
@@ -259,6 +307,7 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
 
 CASE_NAMES = [
     "saelens-topk",
+    "saelens-transcoder",
     "sparsify-skip-transcoder",
     "transcoder",
     "skip-transcoder",
