@@ -184,7 +184,7 @@ def _read_one(
             entry_fields(cfg, _skip_connection(found, extra) if cfg.transcoder else None),
             None,
         )
-    except Exception as exc:
+    except Exception as exc:  # the snippet still helps; say what stopped the config
         return None, {}, " ".join(str(exc).split())
 
 
@@ -282,7 +282,9 @@ def _add_detect(sub: Subparsers, summary: str) -> None:
         description="List the SAEs a local folder or file, or a hub repository "
         "(hf:ORG/REPO[@REVISION][/PATH]), holds: the format each is in, how sure detection "
         "is and why, the small files it read, and for a single SAE its config and a "
-        "release-file snippet to paste.",
+        "release-file snippet to paste: the model its config names (canonical, through the "
+        "models table) and every field the files state (hooks, architecture, widths, k, "
+        "context size, normalization).",
     )
     p.add_argument("ref", help="a folder or file (./x, /x, ~/x) or hf:ORG/REPO[@REVISION][/PATH]")
     add_source_options(p, "--format")

@@ -105,7 +105,6 @@ def detect_repo_format(repo_id: str, commit: str, listing: list[str]) -> tuple[F
     `saereg detect` and `load_sae("hf:…")` use): the most confident format. Two formats
     equally sure (of the same SAEs, or of different ones in a repository that mixes
     formats) is an error naming both: a release file has one format."""
-
     found = get_registry().detect(listing, hub_reader(repo_id, commit))
     if not found:
         raise SaeregError(
@@ -323,7 +322,10 @@ def release_document(
             for key in ("kind", "n_layers"):  # not in the order factor_defaults writes
                 if entry.get(key) is not None and key not in defaults:
                     out[key] = entry[key]
-    saes = [{k: e[k] for k in _ENTRY_ORDER if k in e} for e in saes]
+    saes = [  # in the files' key order; unknown optional values left out
+        {k: e[k] for k in _ENTRY_ORDER if k in e and (e[k] is not None or k in REQUIRED_SAE_FIELDS)}
+        for e in saes
+    ]
     model, comment = release_model(stated_model)
     doc: dict[str, Any] = {
         "schema": 1,
