@@ -271,9 +271,6 @@ class SAELensFormat(FolderFormat):
             "hook_name": hook,
             "folded": folded,
         }
-        named = raw.get("model_name") or meta.get("model_name")
-        if isinstance(named, str) and named:  # used where the release names no model
-            config["model"] = named
         if transcoder:
             config["transcoder"] = True
             out_hook = entry.hook_name_out or raw.get("hook_name_out") or meta.get("hook_name_out")

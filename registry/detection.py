@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import ArgumentError, SaeregError, UnknownReferenceError
+from saereg.catalogue.models import get_model
 from saereg.catalogue.records import Release, SAEEntry, layer_of_hook
 from saereg.catalogue.refs import close_matches, parse_hf_reference
 from saereg.formats import (
@@ -355,6 +356,8 @@ def resolve_source(
         path = "" if path == "." else path  # the repository itself (a dictionary's root)
         listing = hub_source_listing(repo_id, ref_revision or revision, path, text)
     chosen, _match, path = choose(listing, candidates(listing, fmt_name), fmt_name, sae)
+    if model is None:  # what the publisher's config names (as `saereg detect` shows it)
+        model = _stated_model(listing, chosen, path)
     release, entry = _records(listing, chosen, path, given, model)
     if isinstance(chosen, MultiLayerFormat):
         layers = _match.n_layers.get(path) if _match is not None else None
@@ -362,6 +365,19 @@ def resolve_source(
         return release, entry, chosen, listing.commit
     wrapped = DetectedFormat(chosen, listing)
     return release, entry, wrapped, listing.commit
+
+
+def _stated_model(listing: Listing, fmt: Format, path: str) -> str | None:
+    """The model the SAE's own configs name, as the models table names it; None when
+    they name none or cannot be read (loading goes on without a model, as before)."""
+    try:
+        named = fmt.model_named(listing.files, listing.read_small, path)
+    except (SaeregError, OSError, ValueError):
+        return None
+    if named is None:
+        return None
+    info = get_model(named[0])
+    return info.name if info is not None else named[0]
 
 
 def _records(

@@ -249,11 +249,7 @@ class Format:
     def convert(
         self, release: Release, entry: SAEEntry, local_files: Mapping[str, Path]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Publisher files → (canonical config dict, {tensor name: tensor}).
-
-        The config may say ``model``: the model the publisher's config names. The core
-        uses it only where the release names none (a folder or an uncatalogued hub
-        repository loaded without ``model=``)."""
+        """Publisher files → (canonical config dict, {tensor name: tensor})."""
         raise NotImplementedError(
             f"format {self.name!r} cannot convert weights yet (only its metadata is "
             "catalogued); see the project's issue tracker"

@@ -192,8 +192,7 @@ def _single(release: Release, entry: SAEEntry) -> None:
 
 
 def _named_model(name: Any) -> str | None:
-    """A model named by a publisher's config, as the models table names it (a name the
-    table does not know is kept as it is)."""
+    """`name` as the models table names the model (a name it does not know is kept)."""
     if not isinstance(name, str) or not name.strip():
         return None
     info = get_model(name.strip())
@@ -210,10 +209,10 @@ def build_config(
 ) -> SAEConfig:
     """Catalogue metadata + what the plugin read from the files + provenance.
 
-    The release's model wins; a release that names none (a folder or an uncatalogued
-    ``hf:`` repository loaded without ``model=``) takes the model the publisher's config
-    names (`converted["model"]`), spelled as the models table spells it. The Hugging Face
-    hook points follow from that model and the hook names the files settle."""
+    The model is the release's (for a folder or an uncatalogued ``hf:`` repository:
+    ``model=``, else what the publisher's config names, see detection.py), spelled as the
+    models table spells it; the Hugging Face hook points follow from it and from the hook
+    names the files settle."""
     base: dict[str, Any] = {
         "hook_name": entry.hook_name,
         "hook_name_out": entry.hook_name_out,
@@ -225,8 +224,8 @@ def build_config(
         "neuronpedia": entry.neuronpedia,
     }
     base.update(converted)
-    model = _named_model(release.model) or _named_model(converted.get("model"))
-    base["model"] = model or None
+    model = _named_model(release.model)
+    base["model"] = model
     hooks = SimpleNamespace(hook_name=base["hook_name"], hook_name_out=base["hook_name_out"])
     base.update(hf_hooks(model or "", hooks))
     base["source"] = conversion_source(fmt, release, entry, revision, hashes)
