@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -232,3 +233,43 @@ def test_unknown_format_lookup_names_installed_ones() -> None:
         PluginError, match=r"unknown format 'nope'; installed formats: circuit_tracer_clt, .*"
     ):
         get_registry().format("nope")
+
+
+def test_installing_a_plugin_after_a_command_ran_is_noticed(tmp_path: Path) -> None:
+    """Which entry points the saereg group has is kept for the state of the import path
+    (list would otherwise scan every installed distribution on each call); a distribution
+    installed into a folder already on the path changes that folder, so the next command
+    sees it, and one removed is gone again."""
+    site = tmp_path / "site"
+    site.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    before = run_saereg("list", "--format", "toy", "--json", env=env)
+    assert before.returncode == 2 and "toy" in before.stderr  # an unknown format
+    env = make_distribution(site, TOY_PLUGIN)
+    write(site / "toy_releases" / "toy-release.yaml", TOY_RELEASE)
+    write(site / "toy_releases" / "models" / "models.yaml", TOY_MODELS)
+    listed = run_saereg("list", "--format", "toy", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == ["layer_3"]
+    shutil.rmtree(site / "toy_saereg-1.2.3.dist-info")
+    after = run_saereg("list", "--format", "toy", "--json", env=env)
+    assert after.returncode == 2
+
+
+def test_the_entry_point_scan_is_kept_per_state_of_the_import_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saereg.base import plugin_host
+
+    monkeypatch.setenv("SAEREG_CACHE", str(tmp_path / "cache"))
+    first = plugin_host.group_members()
+    assert ("gemma_scope", "saereg") in first
+
+    def no_scan(group: str) -> list:
+        raise AssertionError("scanned again")
+
+    monkeypatch.setattr(plugin_host, "_entry_points", no_scan)
+    assert plugin_host.group_members() == first
+    monkeypatch.syspath_prepend(str(tmp_path))  # another import path: scanned anew
+    with pytest.raises(AssertionError, match="scanned again"):
+        plugin_host.group_members()

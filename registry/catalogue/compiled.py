@@ -9,16 +9,13 @@ costs speed, never correctness.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from saereg.base.errors import ReleaseFileError
-from saereg.base.file_modes import honour_umask
+from saereg.base.file_modes import write_bytes
 from saereg.base.settings import cache_dir
 from saereg.catalogue import safeyaml
 
@@ -56,28 +53,6 @@ def write_compiled(target: Path, payload: dict[str, Any]) -> None:
     except (TypeError, ValueError):
         return
     write_bytes(target, data)
-
-
-def write_bytes(target: Path, data: bytes, mode: int | None = None) -> bool:
-    """Write `data` at `target` atomically (a reader sees the old file or the new one,
-    never half of one); False if it could not be written. `mode`: the file's permissions
-    (default: what `open()` would give, the umask honoured)."""
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        honour_umask(fd)  # readable by the colleagues a shared cache is shared with
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-        return True
-    except OSError:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return False
 
 
 # --------------------------------------------------------------------------- sectioned files

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saereg.catalogue.compiled import write_bytes
+from saereg.base.file_modes import write_bytes
 from saereg.catalogue.index import render_shipped_index, shipped_index_path
 from saereg.catalogue.refs import close_matches
 from saereg.catalogue.release_check import REPO_ID_RE, unsafe_release_name
