@@ -26,7 +26,7 @@ from saereg.sae.arguments import check_device, check_dtype
 from saereg.store.cache import mark_used
 from saereg.store.canonical import canonical_cache_path
 from saereg.store.digest import stored_digest, tensor_digest
-from saereg.store.fetch import content_revision, show_progress
+from saereg.store.fetch import FetchError, content_revision, offline, show_progress
 from saereg.store.in_place import in_place_enabled, missing_sources, plan_in_place
 from saereg.store.integrity import source_problems
 from saereg.store.layer_config import (
@@ -37,7 +37,7 @@ from saereg.store.layer_config import (
 )
 from saereg.store.layer_config import layer_id as _layer_id
 from saereg.store.local import fetch_files, known_revision
-from saereg.store.revisions import revision_to_fetch
+from saereg.store.revisions import newest_cached, revision_to_fetch
 from saereg.store.sae_config import CONVERSION, ConfigError
 from saereg.store.tensors import CanonicalFileError
 
@@ -142,7 +142,13 @@ def fetch_layers(
             for p, i in zip(paths, wanted, strict=True)
         ):
             return _used(paths)
-    small = fetch_files(release, entry, small_files, revision, force=force, quiet=quiet)
+    try:
+        small = fetch_files(release, entry, small_files, revision, force=force, quiet=quiet)
+    except FetchError:
+        served = None if force else _offline_layers(release, entry, revision, layers, whole, verify)
+        if served is None:
+            raise
+        return _used(served)
     try:
         n_layers = fmt.n_layers(release, entry, small.paths)
     except CanonicalFileError as exc:
@@ -208,6 +214,41 @@ def fetch_layers(
             ) from None
         paths.append(target)
     return _used(paths)
+
+
+def _offline_layers(
+    release: Release,
+    entry: SAEEntry,
+    revision: str | None,
+    layers: Iterable[int] | int | None,
+    whole: bool,
+    verify: bool,
+) -> list[Path] | None:
+    """Offline, for an unpinned hub release whose branch cannot be looked up: the
+    asked-for layers at the newest revision saereg holds every one of them (as a single
+    SAE falls back to its newest cached entry; store/revisions.py says once which), or
+    None. The layer count comes from layer 0's cached config."""
+    if not (offline() and release.repo_id) or revision or release.revision:
+        return None
+    where = f"{release.name}/{entry.id}"
+    chosen: list[Path] = []
+
+    def usable(first: Path, rev: str) -> bool:
+        try:
+            n_layers = read_layer_config(first).n_layers
+        except (SaeregError, OSError):
+            return False
+        wanted = [0] if whole else check_layers(layers, n_layers, where)
+        paths = [canonical_cache_path(release.name, layer_id(entry, i), rev) for i in wanted]
+        if all(
+            _cache_hit(p, release, entry, i, rev, verify=verify)
+            for p, i in zip(paths, wanted, strict=True)
+        ):
+            chosen[:] = paths
+            return True
+        return False
+
+    return chosen if newest_cached(release.name, layer_id(entry, 0), usable) else None
 
 
 def _used(paths: list[Path]) -> list[Path]:

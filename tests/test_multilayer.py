@@ -10,6 +10,7 @@ tests/layouts/_circuit_tracer.py.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 import saereg
+from saereg.base.errors import CacheWarning
 from saereg.sae.clt import CrossLayerTranscoder
 from saereg.sae.latents import SparseLatents
 from saereg.sae.transcoder_set import TranscoderSet
@@ -311,3 +313,26 @@ def test_verify_rebuilds_a_layer_whose_publisher_file_changed(hubenv: Any) -> No
 
 def path_size(layer: int) -> int:
     return (DATA / "clt" / f"W_dec_{layer}.safetensors").stat().st_size
+
+
+def test_unpinned_dictionary_offline_serves_the_newest_cached_revision(
+    hubenv: Any, monkeypatch: Any
+) -> None:
+    """As for a single SAE: offline, with the branch not resolvable from the HF cache (it
+    was removed; the entries are self-contained), an unpinned dictionary is served at the
+    newest revision saereg holds every asked-for layer of, with a warning saying which."""
+    ref = serve(hubenv, CLT_CASE)
+    monkeypatch.setenv("SAEREG_IN_PLACE", "0")
+    online = saereg.load_sae(ref, dtype="float64")
+    shutil.rmtree(hubenv.hf_cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(CacheWarning, match="offline: .* serving revision"):
+        offline = saereg.load_sae(ref, dtype="float64")
+    x = circuit_tracer_outputs()["clt.x"]
+    _close(offline(x), online(x).double())
+    one = saereg.load_sae(ref, layers=[2], dtype="float64")
+    assert one.layers == (2,)
+    with pytest.raises(saereg.SaeregError, match=r"layers=\[7\]"):
+        saereg.load_sae(ref, layers=[7])
+    with pytest.raises(saereg.SaeregError, match="not in the Hugging Face cache"):
+        saereg.load_sae(ref, revision="0" * 40)
