@@ -242,3 +242,22 @@ def test_formats_without_hub_discovery_say_so(hubenv, fmt) -> None:
         env=env_for(hubenv),
     )
     assert made.returncode == 1 and f"format {fmt!r} found no SAEs" in made.stderr
+
+
+def test_new_says_a_hook_name_is_required_not_optional(hubenv) -> None:
+    """Folders named neither by hook nor with a config naming one: the scaffold's header
+    asks for each SAE's hook_name as the schema requires it, not "leave null"."""
+    files = {}
+    for folder in ("first", "second"):
+        folder_files, _ = saelens_folder(folder, hook="")
+        files.update(folder_files)
+    hubenv.hub.add_commit("someone/unnamed-saes", files)
+    env = env_for(hubenv)
+    made = run_saereg(
+        "new", "--repo", "someone/unnamed-saes", "--format", "saelens",
+        "--release", "unnamed", "--out", str(hubenv.releases), env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    text = (hubenv.releases / "unnamed.yaml").read_text()
+    assert "set each SAE's `hook_name`" in text and "the schema requires one" in text
+    assert "hook_name where the repository" not in text

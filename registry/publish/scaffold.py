@@ -182,9 +182,15 @@ def scaffold(
         "its page;",
         "#  - check `publisher`; set `license` if the repository states one;",
     ]
-    if unknown:
+    if "hook_name" in unknown:  # the schema requires it: every SAE reads some hook
         header.append(
-            f"#  - fill in {', '.join(unknown)} where the repository publishes them "
+            "#  - set each SAE's `hook_name` (TransformerLens spelling, e.g. "
+            "blocks.8.hook_resid_pre); the schema requires one;"
+        )
+    optional = [k for k in unknown if k != "hook_name"]
+    if optional:
+        header.append(
+            f"#  - fill in {', '.join(optional)} where the repository publishes them "
             "(leave null where it does not);"
         )
     header += [
