@@ -293,7 +293,9 @@ def _k(state: Mapping[str, Any], trainer: Mapping[str, Any], where: str) -> int:
     listed, saved = _int(trainer.get("k")), _int(state.get("k"))
     if listed is not None and saved is not None and listed != saved:
         # The publisher's from_pretrained raises here too (k != state_dict['k']).
-        raise CanonicalFileError(f"{where}: config.json says k={listed} but ae.pt saves k={saved}")
+        raise CanonicalFileError(
+            f"{where}: config.json says k={listed} but the weights save k={saved}"
+        )
     k = listed if listed is not None else saved
     if k is None or k < 1:
         raise CanonicalFileError(f"{where}: no positive k in config.json (trainer.k) or ae.pt")
@@ -335,14 +337,15 @@ def _unit_decoder_fold(
 
 
 def convert_state(
-    raw: Mapping[str, Any], weights: Path, folder: str
+    raw: Mapping[str, Any], weights: Path, folder: str, weights_name: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """config.json + ae.pt → (canonical config, canonical tensors)."""
+    """config.json + ae.pt (or a checkpoint, `weights_name`, of the same state dict) →
+    (canonical config, canonical tensors)."""
     import torch  # deferred: torch
 
     name, cls = dict_class(raw, f"{folder}/{CONFIG}")
     trainer = _trainer(raw, f"{folder}/{CONFIG}")
-    where = f"{folder}/{WEIGHTS}"
+    where = weights_name or f"{folder}/{WEIGHTS}"
     try:
         state = lazy_state_dict(weights, unwrap="ae")
     except CanonicalFileError as exc:

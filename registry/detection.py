@@ -157,26 +157,38 @@ def local_listing(ref: str | os.PathLike[str]) -> Listing:
             raise UnknownReferenceError(f"{text} does not exist (no such file or folder)") from None
         raise SourceError(f"{text}: cannot read it: {exc.strerror or exc}") from None
     path = path.resolve()
-    seen: list[str] = []
     if path.is_dir():
-        root, target = path, ""
         try:
-            files = local.list_folder(path)
+            return _local(text, path, local.list_folder(path), "")
         except local.LocalSourceError as exc:
             raise SourceError(str(exc)) from None
-    else:
-        root, target = path.parent, path.name
-        files = sorted(p.name for p in root.iterdir() if p.is_file())
-    listing = Listing(
-        text,
-        files,
-        _reader(lambda p: local.read_small(root, p, SMALL_FILE_LIMIT), seen),
-        root=root,
-        target=target,
-        is_file=not path.is_dir(),
-        read=seen,
-    )
-    return listing
+    files = sorted(p.name for p in path.parent.iterdir() if p.is_file())
+    return _local(text, path.parent, files, path.name)
+
+
+def _local(label: str, root: Path, files: list[str], target: str) -> Listing:
+    seen: list[str] = []
+    read = _reader(lambda p: local.read_small(root, p, SMALL_FILE_LIMIT), seen)
+    return Listing(label, files, read, root=root, target=target, is_file=bool(target), read=seen)
+
+
+def located(listing: Listing, fmt: str | None = None) -> tuple[Listing, list[Candidate]]:
+    """The listing to read a local file in, and its candidates. A file no format finds in
+    its own folder is tried in the folder above (target ``FOLDER/FILE``: a trainer's
+    ``checkpoints/ae_100.pt``, config.json one level up), listing that folder's files and
+    the file's folder's only; finding no SAE at the file there either, the file's stays."""
+    found = candidates(listing, fmt)
+    root = listing.root
+    if found or not listing.is_file or root is None or root.parent == root:
+        return listing, found
+    try:
+        files = [p.name for p in root.parent.iterdir() if p.is_file()]
+    except OSError:
+        return listing, found
+    files = sorted(files + [f"{root.name}/{name}" for name in listing.files])
+    wider = _local(listing.label, root.parent, files, f"{root.name}/{listing.target}")
+    wide = candidates(wider, fmt)
+    return (wider, wide) if wide else (listing, found)
 
 
 def hub_source_listing(repo_id: str, revision: str | None, path: str, label: str) -> Listing:
@@ -199,8 +211,8 @@ def candidates(listing: Listing, fmt: str | None = None) -> list[Candidate]:
     target = listing.target
     if target:
         exact = {p: c for p, c in by_path.items() if p == target}
-        if not exact and listing.is_file and listing.root is not None:
-            exact = {p: c for p, c in by_path.items() if p == ""}  # a file of a folder SAE
+        if not exact and listing.is_file and listing.root is not None:  # its folder's SAE
+            exact = {p: c for p, c in by_path.items() if p == target.rpartition("/")[0]}
         if not exact and not listing.is_file:
             exact = {p: c for p, c in by_path.items() if p.startswith(target + "/")}
         by_path = exact
@@ -297,8 +309,9 @@ def choose(
                 close_matches(sae, paths),
             )
         found = picked
-    else:
-        found = outermost(found)
+    else:  # a local folder that is itself an SAE names it (as a repository path does)
+        own = [c for c in found if c.path == "" and listing.root and not listing.is_file]
+        found = own or outermost(found)
     if not found:
         if fmt is not None:
             _claimed_by_others(listing, fmt, sae)
@@ -355,7 +368,8 @@ def resolve_source(
             )
         path = "" if path == "." else path  # the repository itself (a dictionary's root)
         listing = hub_source_listing(repo_id, ref_revision or revision, path, text)
-    chosen, _match, path = choose(listing, candidates(listing, fmt_name), fmt_name, sae)
+    listing, found = located(listing, fmt_name)
+    chosen, _match, path = choose(listing, found, fmt_name, sae)
     if model is None:  # what the publisher's config names (as `saereg detect` shows it)
         model = _stated_model(listing, chosen, path)
     release, entry = _records(listing, chosen, path, given, model)
@@ -385,25 +399,13 @@ def _records(
 ) -> tuple[Release, SAEEntry]:
     fields = {k: v for k, v in given.items() if k in ENTRY_OVERRIDES}
     if listing.repo_id is not None:
-        if not path and isinstance(fmt, MultiLayerFormat):  # a dictionary: the repository
-            release = Release(
-                name=HF_PREFIX + listing.repo_id,
-                format=fmt.name,
-                publisher=listing.repo_id.split("/", 1)[0],
-                model=model or "",
-                revision=listing.commit,
-                saes=(),
-                repo_id=listing.repo_id,
-            )
-            sae_id = "." + (f"~{_digest(fields)}" if fields else "")
-            return release, SAEEntry(id=sae_id, path=".", **fields)
-        if not path:
+        if not path and not isinstance(fmt, MultiLayerFormat):
             raise UnknownReferenceError(
                 f"{listing.label}: the SAE's files are at the top of {listing.repo_id}; saereg "
                 "reads SAEs from a folder or file inside it (download the repository with "
                 "`hf download` and load the folder)."
             )
-        sae_id = path + (f"~{_digest(fields)}" if fields else "")
+        path = path or "."  # a dictionary at the top: the repository
         release = Release(
             name=HF_PREFIX + listing.repo_id,
             format=fmt.name,
@@ -413,6 +415,7 @@ def _records(
             saes=(),
             repo_id=listing.repo_id,
         )
+        sae_id = path + (f"~{_digest(fields)}" if fields else "")
         return release, SAEEntry(id=sae_id, path=path, **fields)
     assert listing.root is not None
     root = listing.root
@@ -559,7 +562,8 @@ def detect_report(
         listing = hub_source_listing(repo_id, revision, path, str(ref))
     else:  # anything else names a local file or folder (no catalogue to confuse it with)
         listing = local_listing(ref)
-    found = outermost(candidates(listing, fmt))
+    listing, every = located(listing, fmt)
+    found = outermost(every)
     if not found:
         raise _no_sae(listing, fmt)
     saes = []
