@@ -5,21 +5,53 @@ plugins/crosscoders.py holds the format that reads them (its docstring says the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from saereg.formats import CanonicalFileError, SAEEntry
+from saereg.formats import CanonicalFileError, ReadSmall, SAEEntry, read_small_json
 
 from ._common import in_folder
 from ._dl_classes import CLASSES as SAE_CLASSES
 from ._dl_classes import CROSSCODER_CLASSES, WEIGHTS
 from ._tensors import read_json, torch_load, uniform_dtype
 
+#: training.py's intermediate saves, save_model(trainer, f"checkpoint_{step}.pt", save_dir):
+#: the same state dict as model_final.pt, beside the run's config.json.
+_CHECKPOINT = re.compile(r"^(?:(.+)/)?checkpoint_(\d+)\.pt$")
 
-def _file(entry: SAEEntry, name: str) -> str:
-    folder = entry.path.strip("/")
-    return in_folder("" if folder == "." else folder, name)
+
+def run_files(path: str) -> tuple[str, str | None]:
+    """(the run's folder, the checkpoint named or None) of an entry path: the run's
+    folder, or one of its checkpoint_{step}.pt files."""
+    path = path.strip("/")
+    match = _CHECKPOINT.match(path)
+    if match is not None:
+        return match.group(1) or "", path
+    return ("" if path == "." else path), None
+
+
+def dl_file(entry: SAEEntry, name: str) -> str:
+    """`name` in the entry's run folder."""
+    return in_folder(run_files(entry.path)[0], name)
+
+
+def checkpoints(listing: Sequence[str], read_small: ReadSmall) -> tuple[list[str], list[str]]:
+    """Every checkpoint_{step}.pt beside a config.json that names a crosscoder class (read
+    to be sure, never a guess from the name), in step order; and the configs read."""
+    files, by_folder = set(listing), dict[str, list[str]]()
+    for path in listing:
+        folder, checkpoint = run_files(path)
+        if checkpoint is not None and in_folder(folder, DL_CONFIG) in files:
+            by_folder.setdefault(folder, []).append(checkpoint)
+    found, read = [], []
+    for folder, paths in sorted(by_folder.items()):
+        read.append(in_folder(folder, DL_CONFIG))
+        cfg = read_small_json(read_small, read[-1])
+        if cfg is not None and trainer_config(cfg):
+            found += sorted(paths, key=lambda p: int(p.rpartition("_")[2][: -len(".pt")]))
+    return found, read
 
 
 # dictionary_learning's crosscoders (the science-of-finetuning fork of
@@ -76,7 +108,7 @@ def single_sae_hint(dict_class: object, where: str) -> str:
 
 
 def read_config(entry: SAEEntry, files: Mapping[str, Path]) -> tuple[str, dict[str, Any]]:
-    name = _file(entry, DL_CONFIG)
+    name = dl_file(entry, DL_CONFIG)
     cfg = read_json(files[name], name)
     if not (hub_config(cfg) or trainer_config(cfg)):
         trainer = cfg.get("trainer")
@@ -321,7 +353,7 @@ def dl_crosscoder(
 
 def pushed_class(entry: SAEEntry, files: Mapping[str, Path]) -> str | None:
     """The dict_class of a hub checkpoint's trainer_config.json, if it has one."""
-    name = _file(entry, DL_TRAINER_CONFIG)
+    name = dl_file(entry, DL_TRAINER_CONFIG)
     path = files.get(name)
     if path is None or not path.exists():
         return None

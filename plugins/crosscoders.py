@@ -22,6 +22,10 @@ trainer's save: a state dict, read with weights_only=True, beside ``{"trainer":
 {"dict_class": "CrossCoder" | "BatchTopKCrossCoder", ...}}``) or ``model.safetensors``
 (``push_to_hub``/``save_pretrained`` of its hub mixin, beside the constructor's
 arguments ``activation_dim``, ``dict_size``, ``num_layers``, ``code_normalization``, …).
+The trainer's intermediate saves (``trainSAE(save_steps=N)``: ``save_model(trainer,
+f"checkpoint_{step}.pt", save_dir)``, the same state dict) beside that config.json are
+crosscoders too: an entry's path may name one (``{folder}/checkpoint_{step}.pt``), and
+detection lists them after the folder, in step order.
 Tensors: ``encoder.weight [L, d, F]``, ``encoder.bias [F]``, ``decoder.weight [L, F, d]``,
 ``decoder.bias [L, d]``, optional ``code_normalization_id``, input-normalisation buffers
 (``activation_mean``/``activation_std [L, d]``, ``activation_global_scale [L]``,
@@ -63,6 +67,7 @@ from saereg.formats import (
     read_small_json,
 )
 
+from ._common import in_folder
 from ._dl_classes import CLASSES as SAE_CLASSES
 from ._dl_classes import WEIGHTS
 from ._dl_crosscoder import (
@@ -70,10 +75,13 @@ from ._dl_crosscoder import (
     DL_HUB_WEIGHTS,
     DL_TRAINER_CONFIG,
     DL_TRAINER_WEIGHTS,
+    checkpoints,
     dl_crosscoder,
+    dl_file,
     hub_config,
     pushed_class,
     read_config,
+    run_files,
     trainer_config,
 )
 from ._tensors import torch_load, uniform_dtype
@@ -195,8 +203,8 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
         # science-of-finetuning's push_dictionary_model uploads the trainer's config.json
         # as trainer_config.json beside the hub mixin's files: it names the class
         return [
-            RemoteFile(_file(entry, DL_CONFIG)),
-            RemoteFile(_file(entry, DL_TRAINER_CONFIG), optional=True),
+            RemoteFile(dl_file(entry, DL_CONFIG)),
+            RemoteFile(dl_file(entry, DL_TRAINER_CONFIG), optional=True),
         ]
 
     def describe(self, release: Release, entry: SAEEntry) -> dict[str, Any]:
@@ -213,13 +221,15 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
 
     def detect(self, listing: Sequence[str], read_small: ReadSmall) -> Match | None:
         """Folders holding config.json beside model_final.pt (trainer) or
-        model.safetensors (hub mixin), claimed only when config.json says so."""
+        model.safetensors (hub mixin), claimed only when config.json says so; and the
+        trainer's checkpoint_{step}.pt beside such a config.json, each a crosscoder of
+        its own (a run still training has no model_final.pt yet)."""
         found: dict[str, int | None] = {}
         read = []
         singles: set[str] = set()
         for weights in (DL_TRAINER_WEIGHTS, DL_HUB_WEIGHTS):
             for folder in folders_holding(listing, weights, DL_CONFIG):
-                name = _file(SAEEntry(id="-", path=folder), DL_CONFIG)
+                name = in_folder(folder, DL_CONFIG)
                 cfg = read_small_json(read_small, name)
                 read.append(name)
                 if cfg is None:
@@ -236,9 +246,14 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
                 else:
                     continue
                 found[folder] = n if isinstance(n, int) and n >= 1 else None
+        saved, configs = checkpoints(listing, read_small)
+        read += [name for name in configs if name not in read]
+        found.update(dict.fromkeys(saved))
         if not found:
             return None
         reason = "config.json of a dictionary_learning CrossCoder beside its weights"
+        if saved:
+            reason += f" ({len(saved)} of them checkpoint_STEP.pt)"
         confidence = 1.0
         if singles:
             note = (
@@ -260,8 +275,7 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
         self, release: Release, entry: SAEEntry, layer: int, small_files: Mapping[str, Path]
     ) -> list[RemoteFile]:
         _, cfg = read_config(entry, small_files)
-        weights = DL_HUB_WEIGHTS if hub_config(cfg) else DL_TRAINER_WEIGHTS
-        return [RemoteFile(_file(entry, weights), weights=True)]
+        return [RemoteFile(_weights(entry, cfg), weights=True)]
 
     def convert_layer(
         self,
@@ -272,7 +286,7 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
         local_files: Mapping[str, Path],
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg_name, cfg = read_config(entry, local_files)
-        weights = _file(entry, DL_HUB_WEIGHTS if hub_config(cfg) else DL_TRAINER_WEIGHTS)
+        weights = _weights(entry, cfg)
         config, tensors = dl_crosscoder(
             cfg_name,
             cfg,
@@ -287,6 +301,20 @@ class DictionaryLearningCrosscoderFormat(MultiLayerFormat):
                 f"n_layers={n_layers} (from {cfg_name} or the release)"
             )
         return config, tensors
+
+
+def _weights(entry: SAEEntry, cfg: Mapping[str, Any]) -> str:
+    """The weights file: the checkpoint the entry names, else the final save (the hub
+    mixin's model.safetensors or the trainer's model_final.pt)."""
+    checkpoint = run_files(entry.path)[1]
+    if checkpoint is not None and trainer_config(cfg):
+        return checkpoint
+    if checkpoint is not None:
+        raise CanonicalFileError(
+            f"{checkpoint}: a training checkpoint, but {dl_file(entry, DL_CONFIG)} is not the "
+            "trainer's config.json (trainer.dict_class CrossCoder or BatchTopKCrossCoder)"
+        )
+    return dl_file(entry, DL_HUB_WEIGHTS if hub_config(cfg) else DL_TRAINER_WEIGHTS)
 
 
 @hookimpl

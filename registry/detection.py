@@ -187,8 +187,7 @@ def located(listing: Listing, fmt: str | None = None) -> tuple[Listing, list[Can
         return listing, found
     files = sorted(files + [f"{root.name}/{name}" for name in listing.files])
     wider = _local(listing.label, root.parent, files, f"{root.name}/{listing.target}")
-    wide = candidates(wider, fmt)
-    return (wider, wide) if wide else (listing, found)
+    return (wider, wide) if (wide := candidates(wider, fmt)) else (listing, found)
 
 
 def hub_source_listing(repo_id: str, revision: str | None, path: str, label: str) -> Listing:
@@ -225,18 +224,19 @@ def _dictionary(candidate: Candidate) -> bool:
 
 
 def outermost(found: Sequence[Candidate]) -> list[Candidate]:
-    """`found` less what lies inside a multi-layer dictionary's folder: a folder that
-    holds a cross-layer transcoder, transcoder set or crosscoder names the dictionary;
-    its layers (which formats such as ``mntss_clt`` or ``mwhanna_transcoder`` also read
-    alone) are loaded by naming them (``sae=PATH``, or the layer's file)."""
-    folders = [c.path for c in found if _dictionary(c)]
-    if not folders:
-        return list(found)
+    """`found` less what other formats claim inside a multi-layer dictionary's folder (a
+    cross-layer transcoder, transcoder set or crosscoder names the dictionary; its layers,
+    which ``mntss_clt`` or ``mwhanna_transcoder`` also read alone, load by naming them:
+    ``sae=PATH`` or the file); its own format's claims there (checkpoints) stay."""
+    folders = {c.path: c.claims[0][0] for c in found if _dictionary(c)}
 
-    def inside(path: str, folder: str) -> bool:
-        return folder == "" or path.startswith(folder + "/")
+    def hidden(c: Candidate) -> bool:  # inside a dictionary's folder, another format's claim
+        return any(
+            c.path != f and (f == "" or c.path.startswith(f + "/")) and c.claims[0][0] is not by
+            for f, by in folders.items()
+        )
 
-    return [c for c in found if not any(inside(c.path, f) and c.path != f for f in folders)]
+    return [c for c in found if not hidden(c)]
 
 
 def _no_sae(listing: Listing, fmt: str | None) -> UnknownReferenceError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 import saereg
@@ -209,3 +210,62 @@ def test_release_entry_whose_path_is_a_checkpoint(hubenv: Any) -> None:
     checked = run_saereg("validate", "--standalone", str(release))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "OK: 1 release files, 0 errors, 0 hints"
+
+
+# --------------------------------------------------------------------------- crosscoders
+
+
+def _crosscoder_run(root: Path, final: bool = True) -> tuple[Path, Any]:
+    """The science-of-finetuning fork's trainSAE save_dir: config.json, model_final.pt and
+    checkpoint_{step}.pt (save_model: the same state dict, at that step) side by side.
+    The checkpoint's weights differ from the final ones; returns its reference math."""
+    from .layouts import dictionary_learning_crosscoder as cc
+    from .layouts._util import pt_bytes
+
+    case = cc.CASES[0]  # the trainer's layout: BatchTopKCrossCoder, CROSSCODER code norm
+    gen = torch.Generator().manual_seed(21)
+    early = dict(cc.TRAINER_STATE)
+    for key in ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"):
+        early[key] = early[key] + 0.2 * torch.randn(early[key].shape, generator=gen)
+    early["threshold"] = torch.tensor(0.4)
+    files = {**case.files, "l3-k4/checkpoint_0.pt": pt_bytes(early)}
+    files["l3-k4/checkpoint_1000.pt"] = files["l3-k4/model_final.pt"]
+    if not final:
+        del files["l3-k4/model_final.pt"]
+    return _write(root, files) / "l3-k4", cc._reference(early, cc.CROSSCODER)
+
+
+def _same_as(loaded: Any, reference: Any, shape: tuple[int, ...]) -> None:
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(7)).double()
+    want = reference(x)
+    torch.testing.assert_close(loaded.encode(x), want.encode, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(loaded(x), want.forward, atol=1e-10, rtol=1e-10)
+
+
+def test_crosscoder_checkpoints_load_and_are_listed(tmp_path: Path) -> None:
+    from .layouts import dictionary_learning_crosscoder as cc
+
+    run, early = _crosscoder_run(tmp_path)
+    final = cc.CASES[0]
+    shape = final.input_shape
+    loaded = saereg.load_sae(run / "checkpoint_0.pt", dtype="float64", hook_name=cc.HOOK)
+    assert isinstance(loaded, saereg.CrossCoder) and loaded.n_sites == 2
+    _same_as(loaded, early, shape)
+    _same_as(saereg.load_sae(run, dtype="float64"), final.reference, shape)  # model_final.pt
+    picked = saereg.load_sae(run, sae="checkpoint_0.pt", dtype="float64")
+    _same_as(picked, early, shape)
+    report = detect_report(run)
+    assert [f.path for f in report.saes] == ["", "checkpoint_0.pt", "checkpoint_1000.pt"]
+    assert {f.claims[0][0] for f in report.saes} == {"dictionary_learning_crosscoder"}
+    assert report.saes[1].kind == "crosscoder"
+    dicts = [saereg.fetch_dictionary(p) for p in (run, run / "checkpoint_0.pt")]
+    assert dicts[0] != dicts[1]
+
+
+def test_a_crosscoder_run_still_training(tmp_path: Path) -> None:
+    run, early = _crosscoder_run(tmp_path, final=False)
+    report = detect_report(run)
+    assert [f.path for f in report.saes] == ["checkpoint_0.pt", "checkpoint_1000.pt"]
+    with pytest.raises(UnknownReferenceError, match="holds 2 SAEs"):
+        saereg.load_sae(run)
+    _same_as(saereg.load_sae(run / "checkpoint_0.pt", dtype="float64"), early, (2, 5, 8))
