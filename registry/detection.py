@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ OVERRIDES = ("format", "sae", "model", *ENTRY_OVERRIDES)
 _INTS = {"hook_layer", "k", "context_size"}
 #: Fields the format's path conventions may fill in when neither files nor caller say.
 _FALLBACKS = ("hook_name", "hook_layer", "hf_hook_name", "context_size", "dataset")
+#: Paths list with numbers as numbers: ae_200.pt before ae_1000.pt, layer_2 before layer_10.
+_NUMBER = re.compile(r"[0-9]+")
 LOCAL_RELEASE = local.LOCAL_RELEASE
 HF_PREFIX = local.HF_RELEASE_PREFIX
 
@@ -173,10 +176,9 @@ def _local(label: str, root: Path, files: list[str], target: str) -> Listing:
 
 
 def located(listing: Listing, fmt: str | None = None) -> tuple[Listing, list[Candidate]]:
-    """The listing to read a local file in, and its candidates. A file no format finds in
-    its own folder is tried in the folder above (target ``FOLDER/FILE``: a trainer's
-    ``checkpoints/ae_100.pt``, config.json one level up), listing that folder's files and
-    the file's folder's only; finding no SAE at the file there either, the file's stays."""
+    """The listing to read a local file in, and its candidates: a file no format finds in
+    its own folder is tried one folder up as ``FOLDER/FILE`` (``checkpoints/ae_100.pt``
+    beside config.json), listing only that folder's files and the file's folder's."""
     found = candidates(listing, fmt)
     root = listing.root
     if found or not listing.is_file or root is None or root.parent == root:
@@ -215,7 +217,8 @@ def candidates(listing: Listing, fmt: str | None = None) -> list[Candidate]:
         if not exact and not listing.is_file:
             exact = {p: c for p, c in by_path.items() if p.startswith(target + "/")}
         by_path = exact
-    return [Candidate(p, tuple(by_path[p])) for p in sorted(by_path)]
+    order = sorted(by_path, key=lambda p: _NUMBER.sub(lambda n: n[0].zfill(12), p))
+    return [Candidate(p, tuple(by_path[p])) for p in order]
 
 
 def _dictionary(candidate: Candidate) -> bool:
@@ -224,17 +227,14 @@ def _dictionary(candidate: Candidate) -> bool:
 
 
 def outermost(found: Sequence[Candidate]) -> list[Candidate]:
-    """`found` less what other formats claim inside a multi-layer dictionary's folder (a
-    cross-layer transcoder, transcoder set or crosscoder names the dictionary; its layers,
-    which ``mntss_clt`` or ``mwhanna_transcoder`` also read alone, load by naming them:
-    ``sae=PATH`` or the file); its own format's claims there (checkpoints) stay."""
+    """`found` less what other formats claim inside a multi-layer dictionary's folder: its
+    layers (``mntss_clt``, ``mwhanna_transcoder`` read them alone) load by naming them
+    (``sae=PATH`` or the file); its own format's claims there (checkpoints) stay."""
     folders = {c.path: c.claims[0][0] for c in found if _dictionary(c)}
 
     def hidden(c: Candidate) -> bool:  # inside a dictionary's folder, another format's claim
-        return any(
-            c.path != f and (f == "" or c.path.startswith(f + "/")) and c.claims[0][0] is not by
-            for f, by in folders.items()
-        )
+        up = [f for f in folders if f != c.path and (f == "" or c.path.startswith(f + "/"))]
+        return any(folders[f] is not c.claims[0][0] for f in up)
 
     return [c for c in found if not hidden(c)]
 

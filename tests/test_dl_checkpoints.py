@@ -30,8 +30,8 @@ from .layouts._serve import compare, serve
 
 FINAL = dl.autoencoder()  # AutoEncoder, decoder columns not unit (the fold is applied)
 EARLY = dl.autoencoder(unit_decoder=True)  # AutoEncoder too, other weights
-CKPT = f"{dl.PATH}/checkpoints/ae_100.pt"
-LATER = f"{dl.PATH}/checkpoints/ae_900.pt"
+CKPT = f"{dl.PATH}/checkpoints/ae_200.pt"
+LATER = f"{dl.PATH}/checkpoints/ae_1000.pt"
 
 
 def _files(final: LayoutCase = FINAL, early: LayoutCase = EARLY) -> dict[str, bytes]:
@@ -57,7 +57,7 @@ def trainer(tmp_path: Path) -> Path:
 
 
 def test_a_checkpoint_file_loads_with_the_trainers_config(trainer: Path) -> None:
-    sae = saereg.load_sae(trainer / "checkpoints" / "ae_100.pt", dtype=None)
+    sae = saereg.load_sae(trainer / "checkpoints" / "ae_200.pt", dtype=None)
     compare(sae, EARLY, seed=7)
     # config.json one level up says the class and the hook (submodule resid_post_layer_3)
     assert sae.cfg.hook_name == f"blocks.{dl.LAYER}.hook_resid_post"
@@ -66,48 +66,48 @@ def test_a_checkpoint_file_loads_with_the_trainers_config(trainer: Path) -> None
 
 
 def test_sae_picks_a_checkpoint_of_the_trainer_folder(trainer: Path) -> None:
-    picked = saereg.load_sae(trainer, sae="checkpoints/ae_100.pt", dtype=None)
+    picked = saereg.load_sae(trainer, sae="checkpoints/ae_200.pt", dtype=None)
     compare(picked, EARLY, seed=7)
-    with pytest.raises(UnknownReferenceError, match=r"ae_100\.pt") as info:
+    with pytest.raises(UnknownReferenceError, match=r"ae_200\.pt") as info:
         saereg.load_sae(trainer, sae="checkpoints/ae_10.pt")
-    assert "checkpoints/ae_900.pt" in str(info.value)  # what the folder holds
+    assert "checkpoints/ae_1000.pt" in str(info.value)  # what the folder holds
 
 
 def test_each_checkpoint_has_its_own_cache_entry(trainer: Path) -> None:
     ckpt = trainer / "checkpoints"
-    paths = [saereg.fetch_canonical(p) for p in (trainer, ckpt / "ae_100.pt", ckpt / "ae_900.pt")]
+    paths = [saereg.fetch_canonical(p) for p in (trainer, ckpt / "ae_200.pt", ckpt / "ae_1000.pt")]
     assert len(set(paths)) == 3
-    assert saereg.fetch_canonical(trainer, sae="checkpoints/ae_100.pt") == paths[1]
+    assert saereg.fetch_canonical(trainer, sae="checkpoints/ae_200.pt") == paths[1]
 
 
 def test_detect_lists_the_checkpoints_after_the_final_ae(trainer: Path) -> None:
     report = detect_report(trainer)
-    assert [f.path for f in report.saes] == ["", "checkpoints/ae_100.pt", "checkpoints/ae_900.pt"]
+    assert [f.path for f in report.saes] == ["", "checkpoints/ae_200.pt", "checkpoints/ae_1000.pt"]
     assert [f.ref for f in report.saes] == [
         str(trainer),
-        str(trainer / "checkpoints" / "ae_100.pt"),
-        str(trainer / "checkpoints" / "ae_900.pt"),
+        str(trainer / "checkpoints" / "ae_200.pt"),
+        str(trainer / "checkpoints" / "ae_1000.pt"),
     ]
     assert {f.claims[0][:2] for f in report.saes} == {("dictionary_learning", 1.0)}
     assert "2 checkpoints/ae_STEP.pt" in report.saes[1].claims[0][2]
     # A checkpoint named directly: the listing is the trainer's folder, the target the file.
-    one = detect_report(trainer / "checkpoints" / "ae_100.pt")
-    assert one.root == str(trainer) and [f.path for f in one.saes] == ["checkpoints/ae_100.pt"]
+    one = detect_report(trainer / "checkpoints" / "ae_200.pt")
+    assert one.root == str(trainer) and [f.path for f in one.saes] == ["checkpoints/ae_200.pt"]
     assert one.read == ("config.json",)
     # The folder above lists every trainer's final SAE and checkpoints.
     above = detect_report(trainer.parent)
     assert [f.path for f in above.saes] == [
         "trainer_0",
-        "trainer_0/checkpoints/ae_100.pt",
-        "trainer_0/checkpoints/ae_900.pt",
+        "trainer_0/checkpoints/ae_200.pt",
+        "trainer_0/checkpoints/ae_1000.pt",
     ]
 
 
-def test_saereg_detect_and_config_from_the_command_line(trainer: Path) -> None:
+def test_saereg_detect_lists_them_in_step_order(trainer: Path) -> None:
     shown = run_saereg("detect", str(trainer), "--json")
     assert shown.returncode == 0, shown.stderr
     found = json.loads(shown.stdout)["saes"]
-    assert [s["path"] for s in found] == ["", "checkpoints/ae_100.pt", "checkpoints/ae_900.pt"]
+    assert [s["path"] for s in found] == ["", "checkpoints/ae_200.pt", "checkpoints/ae_1000.pt"]
 
 
 def test_a_run_still_training_lists_its_checkpoints(tmp_path: Path) -> None:
@@ -116,12 +116,12 @@ def test_a_run_still_training_lists_its_checkpoints(tmp_path: Path) -> None:
     del files[f"{dl.PATH}/ae.pt"]
     trainer = _write(tmp_path, files) / dl.PATH
     report = detect_report(trainer)
-    assert [f.path for f in report.saes] == ["checkpoints/ae_100.pt", "checkpoints/ae_900.pt"]
+    assert [f.path for f in report.saes] == ["checkpoints/ae_200.pt", "checkpoints/ae_1000.pt"]
     assert "no final ae.pt yet" in report.saes[0].claims[0][2]
     with pytest.raises(UnknownReferenceError, match=r"holds 2 SAEs.*pass sae=PATH"):
         saereg.load_sae(trainer)
-    compare(saereg.load_sae(trainer, sae="checkpoints/ae_100.pt", dtype=None), EARLY, seed=7)
-    compare(saereg.load_sae(trainer / "checkpoints" / "ae_900.pt", dtype=None), FINAL, seed=7)
+    compare(saereg.load_sae(trainer, sae="checkpoints/ae_200.pt", dtype=None), EARLY, seed=7)
+    compare(saereg.load_sae(trainer / "checkpoints" / "ae_1000.pt", dtype=None), FINAL, seed=7)
 
 
 def test_what_is_not_a_checkpoint_is_not_read_as_one(tmp_path: Path) -> None:
@@ -132,24 +132,24 @@ def test_what_is_not_a_checkpoint_is_not_read_as_one(tmp_path: Path) -> None:
     with pytest.raises(UnknownReferenceError, match="no installed format recognises"):
         saereg.load_sae(trainer / "checkpoints" / "notes.pt")
     # the folder above is tried, never two up: a checkpoint moved one folder deeper
-    deeper = _write(tmp_path / "d", {**files, f"{dl.PATH}/checkpoints/old/ae_100.pt": b"x"})
+    deeper = _write(tmp_path / "d", {**files, f"{dl.PATH}/checkpoints/old/ae_200.pt": b"x"})
     with pytest.raises(UnknownReferenceError, match="no installed format recognises"):
-        saereg.load_sae(deeper / dl.PATH / "checkpoints" / "old" / "ae_100.pt")
+        saereg.load_sae(deeper / dl.PATH / "checkpoints" / "old" / "ae_200.pt")
     # no config.json one level up: nothing says what the checkpoint is
-    bare = _write(tmp_path / "b", {"run/checkpoints/ae_100.pt": files[CKPT]})
+    bare = _write(tmp_path / "b", {"run/checkpoints/ae_200.pt": files[CKPT]})
     with pytest.raises(UnknownReferenceError, match="no installed format recognises"):
-        saereg.load_sae(bare / "run" / "checkpoints" / "ae_100.pt")
+        saereg.load_sae(bare / "run" / "checkpoints" / "ae_200.pt")
     # a config.json naming another format's SAE there: not dictionary_learning's
-    other = {"run/config.json": b'{"d_in": 12}', "run/checkpoints/ae_100.pt": files[CKPT]}
+    other = {"run/config.json": b'{"d_in": 12}', "run/checkpoints/ae_200.pt": files[CKPT]}
     with pytest.raises(SaeregError):
-        saereg.load_sae(_write(tmp_path / "c", other) / "run" / "checkpoints" / "ae_100.pt")
+        saereg.load_sae(_write(tmp_path / "c", other) / "run" / "checkpoints" / "ae_200.pt")
 
 
 def test_batch_topk_early_checkpoint_with_untracked_threshold(tmp_path: Path) -> None:
     """BatchTopK saves threshold -1 until it starts tracking one: an early checkpoint."""
     final, early = dl.batch_topk(0.2), dl.batch_topk(-1.0)
     trainer = _write(tmp_path, _files(final, early)) / dl.PATH
-    compare(saereg.load_sae(trainer / "checkpoints" / "ae_100.pt", dtype=None), early, seed=7)
+    compare(saereg.load_sae(trainer / "checkpoints" / "ae_200.pt", dtype=None), early, seed=7)
     compare(saereg.load_sae(trainer, dtype=None), final, seed=7)
 
 
@@ -228,7 +228,7 @@ def _crosscoder_run(root: Path, final: bool = True) -> tuple[Path, Any]:
     for key in ("encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"):
         early[key] = early[key] + 0.2 * torch.randn(early[key].shape, generator=gen)
     early["threshold"] = torch.tensor(0.4)
-    files = {**case.files, "l3-k4/checkpoint_0.pt": pt_bytes(early)}
+    files = {**case.files, "l3-k4/checkpoint_500.pt": pt_bytes(early)}
     files["l3-k4/checkpoint_1000.pt"] = files["l3-k4/model_final.pt"]
     if not final:
         del files["l3-k4/model_final.pt"]
@@ -248,24 +248,24 @@ def test_crosscoder_checkpoints_load_and_are_listed(tmp_path: Path) -> None:
     run, early = _crosscoder_run(tmp_path)
     final = cc.CASES[0]
     shape = final.input_shape
-    loaded = saereg.load_sae(run / "checkpoint_0.pt", dtype="float64", hook_name=cc.HOOK)
+    loaded = saereg.load_sae(run / "checkpoint_500.pt", dtype="float64", hook_name=cc.HOOK)
     assert isinstance(loaded, saereg.CrossCoder) and loaded.n_sites == 2
     _same_as(loaded, early, shape)
     _same_as(saereg.load_sae(run, dtype="float64"), final.reference, shape)  # model_final.pt
-    picked = saereg.load_sae(run, sae="checkpoint_0.pt", dtype="float64")
+    picked = saereg.load_sae(run, sae="checkpoint_500.pt", dtype="float64")
     _same_as(picked, early, shape)
     report = detect_report(run)
-    assert [f.path for f in report.saes] == ["", "checkpoint_0.pt", "checkpoint_1000.pt"]
+    assert [f.path for f in report.saes] == ["", "checkpoint_500.pt", "checkpoint_1000.pt"]
     assert {f.claims[0][0] for f in report.saes} == {"dictionary_learning_crosscoder"}
     assert report.saes[1].kind == "crosscoder"
-    dicts = [saereg.fetch_dictionary(p) for p in (run, run / "checkpoint_0.pt")]
+    dicts = [saereg.fetch_dictionary(p) for p in (run, run / "checkpoint_500.pt")]
     assert dicts[0] != dicts[1]
 
 
 def test_a_crosscoder_run_still_training(tmp_path: Path) -> None:
     run, early = _crosscoder_run(tmp_path, final=False)
     report = detect_report(run)
-    assert [f.path for f in report.saes] == ["checkpoint_0.pt", "checkpoint_1000.pt"]
+    assert [f.path for f in report.saes] == ["checkpoint_500.pt", "checkpoint_1000.pt"]
     with pytest.raises(UnknownReferenceError, match="holds 2 SAEs"):
         saereg.load_sae(run)
-    _same_as(saereg.load_sae(run / "checkpoint_0.pt", dtype="float64"), early, (2, 5, 8))
+    _same_as(saereg.load_sae(run / "checkpoint_500.pt", dtype="float64"), early, (2, 5, 8))
