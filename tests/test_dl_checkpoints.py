@@ -207,6 +207,13 @@ def test_release_entry_whose_path_is_a_checkpoint(hubenv: Any) -> None:
     doc = yaml.safe_load(release.read_text())
     doc.update(model="gpt2-small", revision=hubenv.hub.refs[FINAL.repo_id]["main"])
     release.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # the publisher's path names say the hook for such an entry, as for its folder
+    from saereg.formats import SAEEntry, get_registry
+
+    fmt = get_registry().format("dictionary_learning")
+    for path in (CKPT, dl.PATH):
+        described = fmt.describe(saereg.get_release(ref.split("/")[0]), SAEEntry(id="x", path=path))
+        assert described["hook_name"] == f"blocks.{dl.LAYER}.hook_resid_post", path
     checked = run_saereg("validate", "--standalone", str(release))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "OK: 1 release files, 0 errors, 0 hints"
@@ -269,3 +276,16 @@ def test_a_crosscoder_run_still_training(tmp_path: Path) -> None:
     with pytest.raises(UnknownReferenceError, match="holds 2 SAEs"):
         saereg.load_sae(run)
     _same_as(saereg.load_sae(run / "checkpoint_500.pt", dtype="float64"), early, (2, 5, 8))
+
+
+def test_crosscoder_checkpoint_in_an_uncatalogued_repository(
+    hubenv: Any, monkeypatch: pytest.MonkeyPatch, shared_cache: Path, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SAEREG_RELEASES")
+    monkeypatch.setenv("SAEREG_CACHE", str(shared_cache))
+    run, early = _crosscoder_run(tmp_path)
+    repo = "someone-else/crosscoder-run"
+    hubenv.hub.add_commit(repo, {f"l3-k4/{p.name}": p.read_bytes() for p in run.iterdir()})
+    loaded = saereg.load_sae(f"hf:{repo}/l3-k4/checkpoint_500.pt", dtype="float64")
+    _same_as(loaded, early, (2, 5, 8))
+    assert loaded.cfg.source["sae_id"] == "l3-k4/checkpoint_500.pt"
