@@ -212,10 +212,10 @@ def candidates(listing: Listing, fmt: str | None = None) -> list[Candidate]:
     target = listing.target
     if target:
         exact = {p: c for p, c in by_path.items() if p == target}
+        if not listing.is_file:  # a folder: and the SAEs it holds
+            exact.update({p: c for p, c in by_path.items() if p.startswith(target + "/")})
         if not exact and listing.is_file and listing.root is not None:  # its folder's SAE
             exact = {p: c for p, c in by_path.items() if p == target.rpartition("/")[0]}
-        if not exact and not listing.is_file:
-            exact = {p: c for p, c in by_path.items() if p.startswith(target + "/")}
         by_path = exact
     order = sorted(by_path, key=lambda p: _NUMBER.sub(lambda n: n[0].zfill(12), p))
     return [Candidate(p, tuple(by_path[p])) for p in order]
@@ -309,8 +309,8 @@ def choose(
                 close_matches(sae, paths),
             )
         found = picked
-    else:  # a local folder that is itself an SAE names it (as a repository path does)
-        own = [c for c in found if c.path == "" and listing.root and not listing.is_file]
+    else:  # a folder that is itself an SAE names it; what it holds is picked with sae=
+        own = [c for c in found if c.path == listing.target and not listing.is_file]
         found = own or outermost(found)
     if not found:
         if fmt is not None:

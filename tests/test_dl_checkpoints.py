@@ -178,6 +178,11 @@ def test_uncatalogued_repository_checkpoint(
     assert sae.cfg.source["repo_id"] == repo and sae.cfg.source["sae_id"] == CKPT
     final = saereg.load_sae(f"hf:{repo}/{dl.PATH}", dtype=None)
     compare(final, FINAL, seed=7)
+    report = detect_report(f"hf:{repo}/{dl.PATH}")  # the folder, then its checkpoints
+    commit = hubenv.hub.refs[repo]["main"]
+    assert [f.ref for f in report.saes] == [
+        f"hf:{repo}@{commit}/{p}" for p in (dl.PATH, CKPT, LATER)
+    ]
     assert saereg.fetch_canonical(f"hf:{repo}/{CKPT}") != saereg.fetch_canonical(
         f"hf:{repo}/{dl.PATH}"
     )
