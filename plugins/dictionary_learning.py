@@ -156,7 +156,8 @@ class DictionaryLearningFormat(FolderFormat):
         return Match(paths, match.confidence, f"{match.reason}; {what}", tuple(read))
 
     def files(self, release: Release, entry: SAEEntry) -> list[RemoteFile]:
-        """config.json and ae.pt of the folder, or of a checkpoint its folder's config.json."""
+        """The folder's config.json and ae.pt; for a checkpoint, the trainer folder's
+        config.json and the checkpoint."""
         folder, weights = sae_files(entry.path)
         return [RemoteFile(in_folder(folder, CONFIG)), RemoteFile(weights, weights=True)]
 
