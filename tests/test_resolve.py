@@ -197,3 +197,9 @@ def test_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("gpt2-small-res-jb  (saelens format, 13 SAEs)")
     assert "hooks       blocks.0.hook_resid_pre, blocks.1.hook_resid_pre" in out
     assert run_saereg("info", "no-such-release").returncode == 2
+
+
+def test_a_mistyped_command_names_the_close_ones() -> None:
+    result = run_saereg("resolv", "gpt2-small-res-jb/blocks.8.hook_resid_pre")
+    assert result.returncode == 2
+    assert "no command 'resolv'. Did you mean: resolve?" in result.stderr

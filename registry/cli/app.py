@@ -22,6 +22,7 @@ from typing import Any
 
 from saereg.base.errors import SaeregError
 from saereg.base.version import __version__
+from saereg.catalogue.refs import close_matches
 from saereg.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 #: command → (module of saereg.cli that implements it, the one line `--help` shows).
@@ -60,8 +61,8 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser for `argv`: every command is listed, but only the one `argv` names gets
-    its arguments (and only its module is imported)."""
+    """The parser for `argv`: only the command `argv` names, with its arguments (and only
+    its module imported); without one (``--help``, a typo), every command is listed."""
     parser = _Parser(
         prog="saereg",
         description="Registry and format-conversion hub for pretrained sparse autoencoders.",
@@ -79,12 +80,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = _command_in(argv)
-    for name, (module, summary) in COMMANDS.items():
-        if name == chosen:
-            commands = importlib.import_module(f"saereg.cli.{module}")
-            commands.PARSERS[name](sub, summary)
-        else:
-            sub.add_parser(name, help=summary)  # listed in --help; never run
+    if chosen in COMMANDS:
+        # Only that command's parser: the others would never run, and each costs argparse
+        # ~0.5 ms of gettext lookups (a tenth of `saereg resolve`).
+        module, summary = COMMANDS[chosen]
+        importlib.import_module(f"saereg.cli.{module}").PARSERS[chosen](sub, summary)
+        return parser
+    if chosen is not None:  # a word that names no command: say which ones are close
+        near = close_matches(chosen, COMMANDS)
+        hint = f" Did you mean: {', '.join(near)}?" if near else ""
+        parser.error(f"no command {chosen!r}.{hint} Commands: {', '.join(COMMANDS)}")
+    for name, (_, summary) in COMMANDS.items():  # --help, or no command at all
+        sub.add_parser(name, help=summary)
     return parser
 
 
