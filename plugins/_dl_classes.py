@@ -37,7 +37,7 @@ from typing import Any
 from saereg.formats import CanonicalFileError, LazyArray
 
 from ._pickles import lazy_state_dict
-from ._tensors import as_float32, mapped, transposed
+from ._tensors import as_float32, mapped, relu_jump_threshold, transposed
 
 CONFIG = "config.json"
 WEIGHTS = "ae.pt"
@@ -375,7 +375,7 @@ def convert_state(
     for canonical, key in cls.per_latent.items():
         tensors[canonical] = as_float32(state[key])
     if "threshold" in tensors:  # JumpReluAutoEncoder: one θ per latent
-        tensors["threshold"] = mapped(tensors["threshold"], lambda t: t.clamp(min=0))
+        tensors["threshold"] = relu_jump_threshold(tensors["threshold"])
     elif cls.architecture == "jumprelu":  # BatchTopK, Matryoshka: one learned scalar
         t = float(_loaded(state["threshold"]).float().reshape(()).item())
         tensors["threshold"] = torch.full((d_sae,), max(t, 0.0), dtype=torch.float32)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from saereg.base.errors import ArgumentError, SaeregError, UnknownReferenceError
-from saereg.catalogue.models import get_model
+from saereg.catalogue.models import canonical_model
 from saereg.catalogue.records import Release, SAEEntry, layer_of_hook
 from saereg.catalogue.refs import close_matches, parse_hf_reference
 from saereg.formats import (
@@ -372,6 +372,8 @@ def resolve_source(
     chosen, _match, path = choose(listing, found, fmt_name, sae)
     if model is None:  # what the publisher's config names (as `saereg detect` shows it)
         model = _stated_model(listing, chosen, path)
+    if model:  # one name for a model, as the catalogue's releases have (`model="gpt2"`)
+        model = canonical_model(model)
     release, entry = _records(listing, chosen, path, given, model)
     if isinstance(chosen, MultiLayerFormat):
         layers = _match.n_layers.get(path) if _match is not None else None
@@ -382,16 +384,13 @@ def resolve_source(
 
 
 def _stated_model(listing: Listing, fmt: Format, path: str) -> str | None:
-    """The model the SAE's own configs name, as the models table names it; None when
-    they name none or cannot be read (loading goes on without a model, as before)."""
+    """The model the SAE's own configs name; None when they name none or cannot be read
+    (loading goes on without a model, as before)."""
     try:
         named = fmt.model_named(listing.files, listing.read_small, path)
     except (SaeregError, OSError, ValueError):
         return None
-    if named is None:
-        return None
-    info = get_model(named[0])
-    return info.name if info is not None else named[0]
+    return named[0] if named is not None else None
 
 
 def _records(

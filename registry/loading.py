@@ -18,13 +18,19 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from saereg.base.errors import ArgumentError, CacheWarning, SaeregError, UnknownReferenceError
-from saereg.catalogue.models import get_model, hf_hooks
+from saereg.catalogue.models import hf_hooks
 from saereg.catalogue.records import DICTIONARY_KINDS, Release, SAEEntry
 from saereg.catalogue.refs import parse_hf_reference
 from saereg.catalogue.resolver import resolve_entry
 from saereg.detection import check_overrides, is_path_reference, resolve_source
 from saereg.formats import Format, conversion_source, get_registry
-from saereg.loading_layers import DictionaryError, LoadOptions, fetch_layers, load_layers
+from saereg.loading_layers import (
+    DictionaryError,
+    LoadOptions,
+    fetch_layers,
+    load_layers,
+    width_mismatch,
+)
 from saereg.store.cache import mark_used
 from saereg.store.canonical import (
     TargetIsDirectory,
@@ -191,14 +197,6 @@ def _single(release: Release, entry: SAEEntry) -> None:
         )
 
 
-def _named_model(name: Any) -> str | None:
-    """`name` as the models table names the model (a name it does not know is kept)."""
-    if not isinstance(name, str) or not name.strip():
-        return None
-    info = get_model(name.strip())
-    return info.name if info is not None else name.strip()
-
-
 def build_config(
     fmt: Format,
     release: Release,
@@ -210,8 +208,8 @@ def build_config(
     """Catalogue metadata + what the plugin read from the files + provenance.
 
     The model is the release's (for a folder or an uncatalogued ``hf:`` repository:
-    ``model=``, else what the publisher's config names, see detection.py), spelled as the
-    models table spells it; the Hugging Face hook points follow from it and from the hook
+    ``model=``, else what the publisher's config names; detection.py spells it as the
+    models table does); the Hugging Face hook points follow from it and from the hook
     names the files settle."""
     base: dict[str, Any] = {
         "hook_name": entry.hook_name,
@@ -224,20 +222,17 @@ def build_config(
         "neuronpedia": entry.neuronpedia,
     }
     base.update(converted)
-    model = _named_model(release.model)
-    base["model"] = model
+    base["model"] = release.model or None
     hooks = SimpleNamespace(hook_name=base["hook_name"], hook_name_out=base["hook_name_out"])
-    base.update(hf_hooks(model or "", hooks))
+    base.update(hf_hooks(release.model, hooks))
     base["source"] = conversion_source(fmt, release, entry, revision, hashes)
     where = f"{release.name}/{entry.id}"
-    for key in ("d_sae", "d_in"):
-        listed = getattr(entry, key)
-        if listed is not None and base.get(key) is not None and listed != base[key]:
-            raise ConversionError(
-                f"{where}: the release lists {key}={listed} but the files hold {key}="
-                f"{base[key]}; the release file or the upstream files are wrong — please report "
-                "it (and pin the revision that matches)"
-            )
+    mismatch = width_mismatch(entry, base)
+    if mismatch:
+        raise ConversionError(
+            f"{where}: {mismatch}; the release file or the upstream files are wrong — please "
+            "report it (and pin the revision that matches)"
+        )
     try:
         return SAEConfig.from_dict(base, where)
     except ConfigError as exc:

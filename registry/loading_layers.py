@@ -12,7 +12,7 @@ no network call and reads nothing but those layers' headers until the tensors ar
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +28,7 @@ from saereg.store.canonical import canonical_cache_path
 from saereg.store.digest import stored_digest, tensor_digest
 from saereg.store.fetch import FetchError, content_revision, offline, show_progress
 from saereg.store.in_place import in_place_enabled, missing_sources, plan_in_place
-from saereg.store.integrity import source_problems
+from saereg.store.integrity import conversion_problem, source_problems
 from saereg.store.layer_config import (
     LAYERED_KINDS,
     LayerConfig,
@@ -38,7 +38,7 @@ from saereg.store.layer_config import (
 from saereg.store.layer_config import layer_id as _layer_id
 from saereg.store.local import fetch_files, known_revision
 from saereg.store.revisions import newest_cached, revision_to_fetch
-from saereg.store.sae_config import CONVERSION, ConfigError
+from saereg.store.sae_config import ConfigError
 from saereg.store.tensors import CanonicalFileError
 
 if TYPE_CHECKING:
@@ -268,13 +268,20 @@ def _layer_config(
     base = {"model": release.model, **converted}
     base["source"] = conversion_source(fmt, release, entry, revision, hashes)
     where = f"{release.name}/{entry.id}, layer {converted.get('layer')}"
+    mismatch = width_mismatch(entry, base)
+    if mismatch:
+        raise CanonicalFileError(mismatch)
+    return LayerConfig.from_dict(base, where)
+
+
+def width_mismatch(entry: SAEEntry, held: Mapping[str, Any]) -> str | None:
+    """Where the release's d_sae or d_in disagrees with what the converted files hold
+    (single SAEs and dictionary layers alike), or None."""
     for key in ("d_sae", "d_in"):
         listed = getattr(entry, key)
-        if listed is not None and base.get(key) is not None and listed != base[key]:
-            raise CanonicalFileError(
-                f"the release lists {key}={listed} but the files hold {key}={base[key]}"
-            )
-    return LayerConfig.from_dict(base, where)
+        if listed is not None and held.get(key) is not None and listed != held[key]:
+            return f"the release lists {key}={listed} but the files hold {key}={held[key]}"
+    return None
 
 
 def _cache_hit(
@@ -299,8 +306,9 @@ def _cache_hit(
         ours = (src.get("release"), src.get("sae_id"), src.get("revision"), cfg.layer)
         if ours != (release.name, entry.id, revision, layer):
             raise CanonicalFileError(f"{path} describes {ours}, not this layer")
-        if src.get("conversion", 1) != CONVERSION:
-            raise CanonicalFileError(f"{path} was converted by another saereg")
+        stale = conversion_problem(src)
+        if stale:
+            raise CanonicalFileError(f"{path} {stale}")
         gone = missing_sources(cfg)  # type: ignore[arg-type]
         if gone:
             raise CanonicalFileError(f"{path}: " + "; ".join(gone))

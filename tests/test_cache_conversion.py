@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import saereg
-from saereg import formats, loading_layers
+from saereg import formats
 from saereg.base.errors import CacheWarning
 from saereg.store import integrity
 from saereg.store.canonical import read_config
@@ -22,7 +22,7 @@ from .publishers import rand, st_save
 
 def _bump(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a new saereg with changed conversions looks like to the cache."""
-    for module in (formats, integrity, loading_layers):
+    for module in (formats, integrity):
         monkeypatch.setattr(module, "CONVERSION", CONVERSION + 1)
 
 

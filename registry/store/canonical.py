@@ -283,10 +283,14 @@ def entry_shapes(cfg: SAEConfig, header: Mapping[str, Any]) -> dict[str, tuple[i
     return {**tensor_shapes(header), **referenced_shapes(cfg)}
 
 
-def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
-    """Every expected tensor present with its exact shape; nothing unexpected."""
-    expected = cfg.expected_shapes()
-    optional = cfg.optional_shapes()
+def shape_problems(
+    expected: Mapping[str, tuple[int, ...]],
+    optional: Mapping[str, tuple[int, ...]],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> list[str]:
+    """What is wrong with a file's tensor `shapes`: an expected tensor missing or of
+    another shape, an optional one of another shape, anything else present. Single SAEs
+    and dictionary layers are checked alike (layer_config.check_layer_shapes)."""
     problems = []
     for name, shape in expected.items():
         if name not in shapes:
@@ -301,6 +305,12 @@ def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: s
                 problems.append(f"{name} has shape {list(shape)}, expected {list(optional[name])}")
         else:
             problems.append(f"unexpected tensor {name!r}")
+    return problems
+
+
+def check_shapes(cfg: SAEConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """Every expected tensor present with its exact shape; nothing unexpected."""
+    problems = shape_problems(cfg.expected_shapes(), cfg.optional_shapes(), shapes)
     if problems:
         more = f"; and {len(problems) - 5} more problems" if len(problems) > 5 else ""
         raise CanonicalFileError(f"{where}: " + "; ".join(problems[:5]) + more)

@@ -61,6 +61,17 @@ class Expected:
         self.sae_path, self.pins = sae_path, dict(pins or {})
 
 
+def conversion_problem(source: Mapping[str, Any]) -> str | None:
+    """Why an entry's `source` record was not converted as this saereg converts (another
+    `CONVERSION`; absent means 1), or None. Single SAEs and dictionary layers alike."""
+    if source.get("conversion", 1) == CONVERSION:
+        return None
+    return (
+        f"was converted by another saereg (conversion {source.get('conversion', 1)}, this one "
+        f"converts as {CONVERSION})"
+    )
+
+
 def identity_problem(cfg: SAEConfig, expect: Expected) -> str | None:
     """Why `cfg` does not describe `expect`, or None."""
     src: Mapping[str, Any] = cfg.source or {}
@@ -71,11 +82,9 @@ def identity_problem(cfg: SAEConfig, expect: Expected) -> str | None:
             f"holds {got[0]}/{got[1]} at revision {got[2] or 'unknown'}, not "
             f"{want[0]}/{want[1]} at revision {want[2] or 'unknown'}"
         )
-    if src.get("conversion", 1) != CONVERSION:
-        return (
-            f"was converted by another saereg (conversion {src.get('conversion', 1)}, this one "
-            f"converts as {CONVERSION})"
-        )
+    stale = conversion_problem(src)
+    if stale:
+        return stale
     files = src.get("files") or {}
     if expect.pins and isinstance(files, Mapping):
         for key, pin in expect.pins.items():

@@ -34,12 +34,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from saereg.catalogue.minischema import iter_errors
 from saereg.catalogue.records import plain_dict
 from saereg.catalogue.release_dirs import builtin_schema_dir
-from saereg.store.canonical import write_safetensors
+from saereg.store.canonical import shape_problems, write_safetensors
 from saereg.store.in_place import referenced_dtypes, referenced_shapes
-from saereg.store.sae_config import LAYER_METADATA_KEY, ConfigError
+from saereg.store.sae_config import LAYER_METADATA_KEY, ConfigError, schema_problems
 from saereg.store.tensors import CanonicalFileError, LazyArray, read_header, tensor_shapes
 
 LAYER_CONFIG_VERSION = 1
@@ -175,32 +174,15 @@ def layer_schema() -> dict[str, Any]:
 
 def validate_layer_config(data: Mapping[str, Any], where: str) -> None:
     """Against schemas/dictionary.v1.json (minischema: no jsonschema import on load)."""
-    errors = sorted(iter_errors(layer_schema(), dict(data)), key=lambda e: list(map(str, e[0])))
-    if errors:
-        lines = []
-        for path_in, message in errors:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path_in)
-            lines.append(f"{path}: {message}")
+    lines = schema_problems(layer_schema(), data)
+    if lines:
         raise ConfigError(f"{where}: invalid multi-layer dictionary config: " + "; ".join(lines))
 
 
 def check_layer_shapes(cfg: LayerConfig, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
     """Every expected tensor present with its exact shape, nothing unexpected: one error
     naming the file and each disagreement."""
-    expected, optional = cfg.expected_shapes(), cfg.optional_shapes()
-    problems = []
-    for name, shape in expected.items():
-        if name not in shapes:
-            problems.append(f"missing tensor {name!r} (expected shape {list(shape)})")
-        elif tuple(shapes[name]) != shape:
-            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(shape)}")
-    for name, shape in shapes.items():
-        if name in expected:
-            continue
-        if name not in optional:
-            problems.append(f"unexpected tensor {name!r}")
-        elif tuple(shape) != optional[name]:
-            problems.append(f"{name} has shape {list(shape)}, expected {list(optional[name])}")
+    problems = shape_problems(cfg.expected_shapes(), cfg.optional_shapes(), shapes)
     if problems:
         raise CanonicalFileError(f"{where}: " + "; ".join(problems[:5]))
 

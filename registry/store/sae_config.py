@@ -241,10 +241,16 @@ def config_schema() -> dict[str, Any]:
 def validate_config(data: Mapping[str, Any], where: str = "config") -> None:
     """Against schemas/sae.v1.json, with minischema (jsonschema's import alone costs more
     than the rest of a first load; tests hold the two to the same verdicts)."""
-    errors = sorted(iter_errors(config_schema(), dict(data)), key=lambda e: list(map(str, e[0])))
-    if errors:
-        lines = []
-        for where_in, message in errors:
-            path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where_in)
-            lines.append(f"{path}: {message}")
+    lines = schema_problems(config_schema(), data)
+    if lines:
         raise ConfigError(f"{where}: invalid canonical config: " + "; ".join(lines))
+
+
+def schema_problems(schema: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """Each way `data` breaks `schema`, as "$.json.path: message", in path order (canonical
+    configs and dictionary layer configs alike)."""
+    errors = sorted(iter_errors(schema, dict(data)), key=lambda e: list(map(str, e[0])))
+    return [
+        "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where) + f": {message}"
+        for where, message in errors
+    ]
